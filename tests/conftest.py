@@ -1,0 +1,73 @@
+"""Shared fixtures: Ray once per session, a clean Redis namespace, temporary data dirs."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REDIS_HOST = os.environ.get("TWINFLEET_TEST_REDIS_HOST", "127.0.0.1")
+REDIS_PORT = int(os.environ.get("TWINFLEET_TEST_REDIS_PORT", "6379"))
+REDIS_DB = int(os.environ.get("TWINFLEET_TEST_REDIS_DB", "9"))  # tests never touch db 0
+
+
+def _port_open(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    """A ``redis://`` store URL with a key prefix of its own, deleted afterwards."""
+    if not _port_open(REDIS_HOST, REDIS_PORT):
+        pytest.fail(f"Redis is not running on {REDIS_HOST}:{REDIS_PORT} (scripts/test.sh starts it)")
+    import redis
+
+    prefix = f"tftest-{uuid.uuid4().hex[:10]}"
+    yield f"redis://{REDIS_HOST}:{REDIS_PORT}/{REDIS_DB}?prefix={prefix}"
+    client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=REDIS_DB)
+    keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+    for start in range(0, len(keys), 1000):
+        client.delete(*keys[start : start + 1000])
+    client.close()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    """A ``sqlite://`` store URL in a temporary directory."""
+    return f"sqlite:///{tmp_path / 'state.db'}"
+
+
+@pytest.fixture(scope="session")
+def ray_session() -> Iterator[None]:
+    """A local Ray, started once per test session (2 CPUs, a small object store)."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(
+            num_cpus=2,
+            object_store_memory=200 * 1024 * 1024,
+            include_dashboard=False,
+            log_to_driver=False,
+            namespace=f"tftest-{uuid.uuid4().hex[:8]}",
+        )
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture
+def no_ray(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail the test if it tries to start Ray (unit tests of the plain logic)."""
+
+    def forbidden(*args: object, **kwargs: object) -> None:
+        raise AssertionError("unit tests must not start Ray")
+
+    import sys
+
+    if "ray" in sys.modules:
+        monkeypatch.setattr(sys.modules["ray"], "init", forbidden)

@@ -1,0 +1,133 @@
+"""Typed errors of the twin domain.
+
+Each error carries a stable ``code`` (clients match on it), a human message and, where one
+input is to blame, the ``field`` it came from. The edges (HTTP, CoAP, MQTT) map these to their
+own answers, each in one place.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "DocumentTooLarge",
+    "InvalidDeviceId",
+    "InvalidPatch",
+    "InvalidTimestamp",
+    "NestingTooDeep",
+    "PayloadTooLarge",
+    "StoreUnavailable",
+    "TwinNotFound",
+    "TwinfleetError",
+    "UnknownModel",
+    "VersionConflict",
+]
+
+
+class TwinfleetError(Exception):
+    """Base of every error twinfleet raises on purpose."""
+
+    code = "twinfleet_error"
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+    def to_dict(self) -> dict[str, str | None]:
+        """The error as the ``error`` object of the external contract."""
+        return {"code": self.code, "message": self.message, "field": self.field}
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # Errors cross Ray process boundaries; keep the keyword-only field when pickled.
+        return (_rebuild, (type(self), self.message, self.field, self._extra()))
+
+    def _extra(self) -> dict[str, object]:
+        return {}
+
+
+def _rebuild(
+    cls: type[TwinfleetError], message: str, field: str | None, extra: dict[str, object]
+) -> TwinfleetError:
+    err = cls.__new__(cls)
+    TwinfleetError.__init__(err, message, field=field)
+    for key, value in extra.items():
+        setattr(err, key, value)
+    return err
+
+
+class TwinNotFound(TwinfleetError):
+    """No twin with this id exists."""
+
+    code = "twin_not_found"
+
+    def __init__(self, twin_id: str) -> None:
+        super().__init__(f"twin {twin_id!r} does not exist", field="id")
+        self.twin_id = twin_id
+
+    def _extra(self) -> dict[str, object]:
+        return {"twin_id": self.twin_id}
+
+
+class VersionConflict(TwinfleetError):
+    """A write carried an expected version that is not the twin's current one."""
+
+    code = "version_conflict"
+
+    def __init__(self, twin_id: str, expected: int, actual: int) -> None:
+        super().__init__(
+            f"twin {twin_id!r} is at version {actual}, not the expected {expected}",
+            field="version",
+        )
+        self.twin_id = twin_id
+        self.expected = expected
+        self.actual = actual
+
+    def _extra(self) -> dict[str, object]:
+        return {"twin_id": self.twin_id, "expected": self.expected, "actual": self.actual}
+
+
+class InvalidDeviceId(TwinfleetError):
+    """A device id outside ``[A-Za-z0-9._:-]{1,128}``."""
+
+    code = "invalid_device_id"
+
+
+class InvalidPatch(TwinfleetError):
+    """A patch or message body that is not what the contract allows."""
+
+    code = "invalid_patch"
+
+
+class InvalidTimestamp(TwinfleetError):
+    """A timestamp that is neither Unix seconds nor RFC 3339."""
+
+    code = "invalid_timestamp"
+
+
+class PayloadTooLarge(TwinfleetError):
+    """A message payload over the size limit."""
+
+    code = "payload_too_large"
+
+
+class DocumentTooLarge(TwinfleetError):
+    """A change that would make the twin document bigger than its limit."""
+
+    code = "document_too_large"
+
+
+class NestingTooDeep(TwinfleetError):
+    """A change that nests objects deeper than the limit."""
+
+    code = "nesting_too_deep"
+
+
+class UnknownModel(TwinfleetError):
+    """An anomaly model name that no registry knows."""
+
+    code = "unknown_model"
+
+
+class StoreUnavailable(TwinfleetError):
+    """The state store could not commit a change; nothing was acknowledged."""
+
+    code = "store_unavailable"

@@ -1,0 +1,81 @@
+"""Limits of the twin document and the checks that enforce them."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any, Final
+
+from .errors import InvalidDeviceId, InvalidTimestamp, NestingTooDeep
+
+__all__ = [
+    "MAX_DEPTH",
+    "MAX_DOCUMENT_BYTES",
+    "MAX_PAYLOAD_BYTES",
+    "check_depth",
+    "parse_timestamp",
+    "validate_device_id",
+]
+
+MAX_DOCUMENT_BYTES: Final = 32 * 1024
+MAX_DEPTH: Final = 10
+MAX_PAYLOAD_BYTES: Final = 128 * 1024
+
+_DEVICE_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+_valid_ids: set[str] = set()  # ids already checked: a fleet repeats the same ids endlessly
+
+
+def validate_device_id(device_id: object) -> str:
+    """Return ``device_id`` if it is a valid device id, else raise :class:`InvalidDeviceId`."""
+    if device_id in _valid_ids:
+        return device_id  # type: ignore[return-value]
+    if not isinstance(device_id, str) or _DEVICE_ID.fullmatch(device_id) is None:
+        raise InvalidDeviceId(
+            f"device id {device_id!r} must match [A-Za-z0-9._:-]{{1,128}}", field="id"
+        )
+    if len(_valid_ids) < 1_000_000:
+        _valid_ids.add(device_id)
+    return device_id
+
+
+def check_depth(value: Mapping[str, Any], *, base: int = 0, field: str = "patch") -> None:
+    """Raise :class:`NestingTooDeep` if objects in ``value`` nest deeper than ``MAX_DEPTH``.
+
+    ``base`` is the depth at which ``value`` itself sits (a patch applied to ``reported`` sits
+    at depth 1 of the document section).
+    """
+    stack: list[tuple[Mapping[str, Any], int]] = [(value, base + 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise NestingTooDeep(f"objects nest deeper than {MAX_DEPTH} levels", field=field)
+        stack.extend((child, depth + 1) for child in node.values() if isinstance(child, dict))
+
+
+def parse_timestamp(value: object, *, field: str = "ts") -> float:
+    """Turn Unix seconds (int or float) or an RFC 3339 string into Unix seconds."""
+    if isinstance(value, bool):
+        raise InvalidTimestamp("a timestamp cannot be a boolean", field=field)
+    if isinstance(value, int | float):
+        ts = float(value)
+        if ts != ts or ts < 0 or ts > 32_503_680_000:  # NaN, before 1970, after year 3000
+            raise InvalidTimestamp(f"timestamp {value!r} is out of range", field=field)
+        return ts
+    if isinstance(value, str):
+        text = value.strip()
+        if text.endswith(("Z", "z")):
+            text = text[:-1] + "+00:00"
+        try:
+            moment = datetime.fromisoformat(text)
+        except ValueError:
+            raise InvalidTimestamp(
+                f"timestamp {value!r} is neither Unix seconds nor RFC 3339", field=field
+            ) from None
+        if moment.tzinfo is None:
+            raise InvalidTimestamp(
+                f"timestamp {value!r} has no time zone offset (RFC 3339 requires one)",
+                field=field,
+            )
+        return moment.timestamp()
+    raise InvalidTimestamp(f"timestamp {value!r} is neither a number nor a string", field=field)

@@ -1,0 +1,58 @@
+"""Selecting twins: a small filter value object evaluated against live twins or snapshots."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from .twin import Twin
+
+__all__ = ["TwinFilter"]
+
+
+@dataclass(frozen=True, slots=True)
+class TwinFilter:
+    """Which twins a query wants: by type, tags (all must equal), online and anomalous.
+
+    ``None`` means "any". ``type`` matches a family name or an exact subtype
+    (``smart-meter`` matches ``smart-meter.water``).
+    """
+
+    type: str | None = None
+    tags: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    online: bool | None = None
+    anomalous: bool | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.tags, Mapping):
+            raise TypeError("tags must be a mapping of tag name to value")
+        object.__setattr__(self, "tags", MappingProxyType(dict(self.tags)))
+
+    def matches(self, twin: Twin) -> bool:
+        """Whether ``twin`` passes this filter."""
+        return self._matches(twin.type, twin.tags, twin.online, twin.anomalous)
+
+    def matches_snapshot(self, snap: Mapping[str, Any]) -> bool:
+        """Whether the twin saved as ``snap`` passes this filter."""
+        anomaly = snap.get("anomaly") or (0.0, False, None)
+        return self._matches(
+            snap.get("type") or "generic",
+            snap.get("tags") or {},
+            bool(snap.get("online", False)),
+            bool(anomaly[1]),
+        )
+
+    def _matches(
+        self, device_type: str, tags: Mapping[str, Any], online: bool, anomalous: bool
+    ) -> bool:
+        if self.type is not None and device_type != self.type and not device_type.startswith(
+            self.type + "."
+        ):
+            return False
+        if self.online is not None and online != self.online:
+            return False
+        if self.anomalous is not None and anomalous != self.anomalous:
+            return False
+        return all(key in tags and tags[key] == want for key, want in self.tags.items())

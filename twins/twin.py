@@ -1,0 +1,393 @@
+"""The twin: one device's state and the rules that change it. Pure Python, no I/O.
+
+A :class:`Twin` is driven by one caller at a time (its host). Every accepted change raises
+``version`` by one. Reported state is merged leaf by leaf with device timestamps, so an older
+reading never overwrites a newer one; desired state and tags are JSON merge patches checked
+against an optional expected version.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Mapping
+from typing import Any, Literal, Protocol
+
+import orjson
+
+from .errors import DocumentTooLarge, InvalidPatch, VersionConflict
+from .families import DeviceFamily, family_for
+from .limits import MAX_DOCUMENT_BYTES, check_depth, parse_timestamp
+from .merge import delta, merge_patch, merge_timestamped, validate_values
+
+__all__ = ["MessageKind", "ModelSlot", "Twin"]
+
+MessageKind = Literal["telemetry", "reported"]
+
+
+class ModelSlot(Protocol):
+    """What a twin needs of its anomaly model (``twinfleet.models.AnomalyModel`` fits)."""
+
+    name: str
+
+    def update(self, values: Mapping[str, float], ts: float) -> tuple[float, bool, str | None]:
+        """Score and learn a reading; returns ``(score, anomalous, metric)``."""
+        ...
+
+    def state(self) -> dict[str, Any]:
+        """JSON-ready state to rebuild the model from."""
+        ...
+
+
+ModelRestorer = Callable[[str, Mapping[str, Any]], ModelSlot]
+
+
+class Twin:
+    """A device twin: reported, desired, tags, connectivity, firmware and anomaly state."""
+
+    __slots__ = (
+        "anomaly_score",
+        "anomaly_since",
+        "anomalous",
+        "created",
+        "desired",
+        "desired_ts",
+        "family",
+        "id",
+        "last_seen",
+        "model",
+        "online",
+        "protocol",
+        "reported",
+        "reported_ts",
+        "tags",
+        "type",
+        "updated",
+        "version",
+    )
+
+    def __init__(
+        self,
+        twin_id: str,
+        *,
+        device_type: str | None = None,
+        tags: Mapping[str, Any] | None = None,
+        model: ModelSlot | None = None,
+        now: float,
+    ) -> None:
+        self.id = twin_id
+        self.type = device_type or "generic"
+        self.family: DeviceFamily = family_for(device_type)
+        self.tags: dict[str, Any] = dict(tags) if tags else {}
+        self.version = 0
+        self.reported: dict[str, Any] = {}
+        self.reported_ts: dict[str, Any] = {}
+        self.desired: dict[str, Any] = {}
+        self.desired_ts: dict[str, Any] = {}
+        self.created = now
+        self.updated = now
+        self.online = False
+        self.last_seen: float | None = None
+        self.protocol: str | None = None
+        self.model = model
+        self.anomaly_score = 0.0
+        self.anomalous = False
+        self.anomaly_since: float | None = None
+
+    # -- device messages ----------------------------------------------------------------------
+
+    def apply_message(
+        self,
+        kind: MessageKind,
+        payload: Mapping[str, Any],
+        *,
+        now: float,
+        ts: float | None = None,
+        protocol: str | None = None,
+    ) -> int:
+        """Apply a device's telemetry or reported patch; return how many leaves it changed.
+
+        ``ts`` is the measurement time when the transport knows it; a ``ts`` key inside the
+        payload wins. Stale leaves are skipped (the caller still stores them as history).
+        """
+        if not isinstance(payload, dict):
+            raise InvalidPatch(f"a {kind} payload must be a JSON object", field="payload")
+        if "ts" in payload:
+            payload = dict(payload)
+            ts = parse_timestamp(payload.pop("ts"))
+        if ts is None:
+            ts = now
+        # Fast path: numbers and short strings into keys that already exist, merged in place.
+        # Anything that can grow the document (new keys, objects, lists, long strings, nulls)
+        # is merged on a copy and size-checked first.
+        grows = False
+        reported = self.reported
+        for key, value in payload.items():
+            kind_of = type(value)
+            if kind_of is float:
+                if value != value or value in (_INF, _NINF):
+                    raise InvalidPatch(f"{kind}.{key} is not a finite number", field=key)
+            elif kind_of is str:
+                grows = grows or len(value) > _SHORT_STRING
+            elif kind_of is not int and kind_of is not bool:
+                validate_values({key: value}, field=kind)
+                grows = True
+            if key not in reported:
+                grows = True
+        numeric: dict[str, float] = {}
+        if grows:
+            if any(type(v) is dict for v in payload.values()):
+                check_depth(payload, base=1, field=kind)
+            if kind == "telemetry":
+                payload = {k: v for k, v in payload.items() if v is not None}
+            accepted = self._merge_checked(payload, ts, numeric)
+        else:
+            accepted = merge_timestamped(reported, self.reported_ts, payload, ts, numeric)
+        self.last_seen = now
+        self.online = True
+        if protocol is not None:
+            self.protocol = protocol
+        if not accepted:
+            return 0
+        self.version += 1
+        self.updated = now
+        if numeric and self.model is not None:
+            score, anomalous, _ = self.model.update(numeric, ts)
+            self._record_verdict(score, anomalous, ts)
+        return accepted
+
+    def _merge_checked(
+        self, payload: Mapping[str, Any], ts: float, numeric: dict[str, float]
+    ) -> int:
+        """Merge on copies, check the document size, then swap them in."""
+        values = copy.deepcopy(self.reported)
+        stamps = copy.deepcopy(self.reported_ts)
+        accepted = merge_timestamped(values, stamps, payload, ts, numeric)
+        self._check_size(reported=values)
+        self.reported = values
+        self.reported_ts = stamps
+        return accepted
+
+    def _record_verdict(self, score: float, anomalous: bool, ts: float) -> None:
+        self.anomaly_score = score
+        if anomalous and not self.anomalous:
+            self.anomaly_since = ts
+        elif not anomalous:
+            self.anomaly_since = None
+        self.anomalous = anomalous
+
+    # -- application writes -------------------------------------------------------------------
+
+    def patch_desired(
+        self, patch: Mapping[str, Any], *, now: float, expected_version: int | None = None
+    ) -> bool:
+        """Merge-patch the desired state; return whether it changed."""
+        self.check_version(expected_version)
+        self._check_patch(patch, "desired")
+        desired = copy.deepcopy(self.desired)
+        stamps = copy.deepcopy(self.desired_ts)
+        if not merge_patch(desired, patch):
+            return False
+        _restamp(stamps, desired, patch, now)
+        self._check_size(desired=desired)
+        self.desired = desired
+        self.desired_ts = stamps
+        self._bump(now)
+        return True
+
+    def patch_tags(
+        self, patch: Mapping[str, Any], *, now: float, expected_version: int | None = None
+    ) -> bool:
+        """Merge-patch the tags; return whether they changed."""
+        self.check_version(expected_version)
+        self._check_patch(patch, "tags")
+        tags = copy.deepcopy(self.tags)
+        if not merge_patch(tags, patch):
+            return False
+        self._check_size(tags=tags)
+        self.tags = tags
+        self._bump(now)
+        return True
+
+    def set_model(self, model: ModelSlot | None, *, now: float) -> None:
+        """Give this twin another anomaly model (or none), forgetting the old verdict."""
+        self.model = model
+        self.anomaly_score = 0.0
+        self.anomalous = False
+        self.anomaly_since = None
+        self._bump(now)
+
+    def mark_offline(self, *, now: float) -> bool:
+        """Count this twin as offline (silence or a last will); return whether that is news."""
+        if not self.online:
+            return False
+        self.online = False
+        self._bump(now)
+        return True
+
+    def check_version(self, expected_version: int | None) -> None:
+        """Raise :class:`VersionConflict` if ``expected_version`` is given and is not current."""
+        if expected_version is not None and expected_version != self.version:
+            raise VersionConflict(self.id, expected_version, self.version)
+
+    def _bump(self, now: float) -> None:
+        self.version += 1
+        self.updated = now
+
+    @staticmethod
+    def _check_patch(patch: Mapping[str, Any], section: str) -> None:
+        if not isinstance(patch, dict):
+            raise InvalidPatch(f"a {section} patch must be a JSON object", field=section)
+        validate_values(patch, field=section)
+        check_depth(patch, base=1, field=section)
+
+    def _check_size(
+        self,
+        *,
+        reported: Mapping[str, Any] | None = None,
+        desired: Mapping[str, Any] | None = None,
+        tags: Mapping[str, Any] | None = None,
+    ) -> None:
+        size = len(
+            orjson.dumps(
+                (
+                    self.reported if reported is None else reported,
+                    self.desired if desired is None else desired,
+                    self.tags if tags is None else tags,
+                )
+            )
+        )
+        if size > MAX_DOCUMENT_BYTES:
+            raise DocumentTooLarge(
+                f"the change would make the twin's state {size} bytes, over the "
+                f"{MAX_DOCUMENT_BYTES} byte limit",
+                field="reported" if reported is not None else "desired" if desired else "tags",
+            )
+
+    # -- views --------------------------------------------------------------------------------
+
+    def delta(self) -> dict[str, Any]:
+        """Desired leaves that reported does not match yet."""
+        return delta(self.desired, self.reported) if self.desired else {}
+
+    def firmware(self) -> dict[str, Any]:
+        """Firmware status derived from ``reported.firmware`` and ``desired.firmware``."""
+        have = self.reported.get("firmware")
+        want = self.desired.get("firmware")
+        current = have.get("version") if isinstance(have, dict) else None
+        target = want.get("version") if isinstance(want, dict) else None
+        reported_status = have.get("status") if isinstance(have, dict) else None
+        if target is None or target == current:
+            status = "up_to_date" if current is not None else "unknown"
+        elif reported_status in ("downloading", "installing", "failed"):
+            status = reported_status
+        else:
+            status = "pending"
+        return {"current": current, "target": target, "status": status}
+
+    def document(self) -> dict[str, Any]:
+        """The twin document of the external contract (a fresh, JSON-ready dict)."""
+        return {
+            "id": self.id,
+            "type": self.type,
+            "tags": copy.deepcopy(self.tags),
+            "version": self.version,
+            "reported": copy.deepcopy(self.reported),
+            "desired": copy.deepcopy(self.desired),
+            "delta": self.delta(),
+            "metadata": {
+                "reported": copy.deepcopy(self.reported_ts),
+                "desired": copy.deepcopy(self.desired_ts),
+                "created": self.created,
+                "updated": self.updated,
+            },
+            "connectivity": {
+                "online": self.online,
+                "last_seen": self.last_seen,
+                "protocol": self.protocol,
+            },
+            "firmware": self.firmware(),
+            "anomaly": {
+                "model": self.model.name if self.model is not None else None,
+                "score": self.anomaly_score,
+                "anomalous": self.anomalous,
+                "since": self.anomaly_since,
+            },
+        }
+
+    # -- persistence --------------------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        """Everything needed to bring this twin back, model state included (JSON-ready)."""
+        return {
+            "id": self.id,
+            "type": self.type,
+            "tags": self.tags,
+            "version": self.version,
+            "reported": self.reported,
+            "reported_ts": self.reported_ts,
+            "desired": self.desired,
+            "desired_ts": self.desired_ts,
+            "created": self.created,
+            "updated": self.updated,
+            "online": self.online,
+            "last_seen": self.last_seen,
+            "protocol": self.protocol,
+            "anomaly": [self.anomaly_score, self.anomalous, self.anomaly_since],
+            "model": None
+            if self.model is None
+            else {"name": self.model.name, "state": self.model.state()},
+        }
+
+    @classmethod
+    def from_snapshot(
+        cls, snap: Mapping[str, Any], *, restore_model: ModelRestorer | None = None
+    ) -> Twin:
+        """The twin :meth:`snapshot` described; ``restore_model`` rebuilds its model."""
+        twin = cls.__new__(cls)
+        twin.id = snap["id"]
+        twin.type = snap.get("type") or "generic"
+        twin.family = family_for(twin.type)
+        twin.tags = snap.get("tags") or {}
+        twin.version = int(snap["version"])
+        twin.reported = snap.get("reported") or {}
+        twin.reported_ts = snap.get("reported_ts") or {}
+        twin.desired = snap.get("desired") or {}
+        twin.desired_ts = snap.get("desired_ts") or {}
+        twin.created = snap.get("created", 0.0)
+        twin.updated = snap.get("updated", twin.created)
+        twin.online = bool(snap.get("online", False))
+        twin.last_seen = snap.get("last_seen")
+        twin.protocol = snap.get("protocol")
+        twin.anomaly_score, twin.anomalous, twin.anomaly_since = snap.get(
+            "anomaly", (0.0, False, None)
+        )
+        saved = snap.get("model")
+        twin.model = (
+            restore_model(saved["name"], saved.get("state") or {})
+            if saved and restore_model is not None
+            else None
+        )
+        return twin
+
+    def __repr__(self) -> str:
+        return f"Twin({self.id!r}, type={self.type!r}, version={self.version})"
+
+
+_SHORT_STRING = 64  # a short string into an existing key cannot grow the document much
+_INF = float("inf")
+_NINF = float("-inf")
+
+
+def _restamp(stamps: dict[str, Any], values: Mapping[str, Any], patch: Mapping[str, Any],
+             now: float) -> None:
+    """Bring a stamp tree in line with ``values`` after ``patch``: touched leaves get ``now``."""
+    for key, change in patch.items():
+        if key not in values:
+            stamps.pop(key, None)
+        elif isinstance(change, dict) and isinstance(values[key], dict):
+            child = stamps.get(key)
+            if not isinstance(child, dict):
+                child = stamps[key] = {}
+            _restamp(child, values[key], change, now)
+        else:
+            stamps[key] = now
