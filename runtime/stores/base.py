@@ -30,8 +30,10 @@ class StateStore(Protocol):
         """Write many snapshots in one transaction (or one pipeline)."""
         ...
 
-    def commit(self, snapshot: Mapping[str, Any]) -> None:
-        """Write one snapshot durably before returning (desired, tags, commands)."""
+    def commit(
+        self, snapshot: Mapping[str, Any], *, registry: Mapping[str, Any] | None = None
+    ) -> None:
+        """Write one snapshot (and its registry entry) durably, atomically, before returning."""
         ...
 
     def delete_many(self, ids: Sequence[str]) -> None:

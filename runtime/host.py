@@ -1,0 +1,510 @@
+"""``TwinHost``: many virtual twins in one process, as plain (Ray-free) logic.
+
+A host activates a twin on its first message or call (loading its snapshot), applies messages
+one at a time per twin, commits application writes (desired, tags, registry) to the state store
+before answering, snapshots reported and model state write-behind (dirty twins only, in
+batches), sweeps presence, and passivates idle twins. ``runtime/actors.py`` turns it into a Ray
+actor; unit tests drive it directly.
+
+Concurrency: all methods run on one asyncio loop. Twin state only changes between awaits, so
+each twin sees one message at a time. Store calls run on one worker thread, in order, so a
+write-behind snapshot can never overtake a later commit of the same twin.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import pickle
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, ParamSpec, TypeVar
+
+from twinfleet.models import ModelRegistry, default_registry
+from twinfleet.twins import (
+    Twin,
+    TwinfleetError,
+    TwinFilter,
+    TwinNotFound,
+    UnknownModel,
+    family_for,
+    validate_device_id,
+)
+from twinfleet.twins.errors import StoreUnavailable
+from twinfleet.twins.twin import ModelSlot
+
+from .messages import ApplyResult, DeviceMessage, Rejection
+from .placement import Placement
+from .stores import StateStore
+
+__all__ = ["HostSettings", "QueryPage", "TwinHost"]
+
+log = logging.getLogger(__name__)
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+@dataclass(frozen=True, slots=True)
+class HostSettings:
+    """Timing and batching of one host."""
+
+    flush_interval_s: float = 1.0
+    idle_timeout_s: float = 600.0
+    sweep_interval_s: float = 5.0
+    flush_batch: int = 2000
+    load_batch: int = 1000
+
+    def __post_init__(self) -> None:
+        for name in ("flush_interval_s", "idle_timeout_s", "sweep_interval_s"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive")
+        if self.flush_batch < 1 or self.load_batch < 1:
+            raise ValueError("batch sizes must be at least 1")
+
+
+@dataclass(frozen=True, slots=True)
+class QueryPage:
+    """Twins one host found for a query, in id order; ``live`` ids came from memory."""
+
+    items: tuple[dict[str, Any], ...]
+    live: frozenset[str]
+
+
+class TwinHost:
+    """Hosts many twins: activation, messages, durable writes, snapshots, passivation."""
+
+    def __init__(
+        self,
+        host_id: str,
+        store: StateStore,
+        *,
+        settings: HostSettings | None = None,
+        models: ModelRegistry | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.host_id = host_id
+        self._store = store
+        self._settings = settings or HostSettings()
+        self._models = models or default_registry()
+        self._clock = clock
+        self._twins: dict[str, Twin] = {}
+        self._last_used: dict[str, float] = {}
+        self._dirty: set[str] = set()
+        self._io = ThreadPoolExecutor(1, thread_name_prefix=f"twinfleet-store-{host_id}")
+        self._activation = asyncio.Lock()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopped = False
+        self._counters = dict.fromkeys(
+            ("applied", "stale", "rejected", "activated", "created", "passivated",
+             "snapshots", "flushes", "commits", "flush_errors", "offline"),
+            0,
+        )
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start the write-behind and sweep loops (idempotent)."""
+        self._ensure_started()
+
+    def _ensure_started(self) -> None:
+        if self._tasks or self._stopped:
+            return
+        loop = asyncio.get_running_loop()
+        self._tasks = [
+            loop.create_task(self._every(self._settings.flush_interval_s, self.flush)),
+            loop.create_task(self._every(self._settings.sweep_interval_s, self.sweep)),
+        ]
+
+    async def _every(self, period: float, job: Callable[[], Any]) -> None:
+        while True:
+            await asyncio.sleep(period)
+            try:
+                await job()
+            except Exception:  # a failing store must not kill the loop; the next round retries
+                log.exception("host %s: periodic %s failed", self.host_id, job.__name__)
+
+    async def stop(self) -> int:
+        """Stop the loops, flush every dirty twin and close the store; return twins flushed."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+        self._stopped = True
+        flushed = await self.flush()
+        await self._run(self._store.close)
+        self._io.shutdown(wait=True)
+        return flushed
+
+    async def _run(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+        """Run a store call on the host's single store thread."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._io, lambda: fn(*args, **kwargs))
+
+    # -- activation ---------------------------------------------------------------------------
+
+    async def _activate(
+        self, ids: Iterable[str], *, create: Mapping[str, str | None] | None = None
+    ) -> None:
+        """Make ``ids`` active: load snapshots, create twins listed in ``create`` (id -> type)."""
+        async with self._activation:
+            missing = [i for i in dict.fromkeys(ids) if i not in self._twins]
+            if not missing:
+                return
+            step = self._settings.load_batch
+            now = self._clock()
+            for start in range(0, len(missing), step):
+                chunk = missing[start : start + step]
+                snaps = await self._run(self._store.load_many, chunk)
+                for twin_id in chunk:
+                    snap = snaps.get(twin_id)
+                    if snap is not None:
+                        self._twins[twin_id] = Twin.from_snapshot(
+                            snap, restore_model=self._restore_model
+                        )
+                        self._counters["activated"] += 1
+                    elif create is not None and twin_id in create:
+                        device_type = create[twin_id]
+                        self._twins[twin_id] = Twin(
+                            twin_id,
+                            device_type=device_type,
+                            model=self._default_model(device_type),
+                            now=now,
+                        )
+                        self._dirty.add(twin_id)
+                        self._counters["created"] += 1
+                    else:
+                        continue
+                    self._last_used[twin_id] = now
+                    self._on_activate(self._twins[twin_id])
+
+    def _on_activate(self, twin: Twin) -> None:
+        """Hook: a twin became active (loaded or created)."""
+
+    def _on_deactivate(self, twin: Twin) -> None:
+        """Hook: a twin is about to be dropped from memory (already snapshotted)."""
+
+    def _default_model(self, device_type: str | None) -> ModelSlot | None:
+        name = family_for(device_type).default_model
+        try:
+            return self._models.create(name)
+        except UnknownModel:
+            log.warning("host %s: default model %r is unknown; twin has none", self.host_id, name)
+            return None
+
+    def _restore_model(self, name: str, state: Mapping[str, Any]) -> ModelSlot:
+        try:
+            return self._models.restore(name, state)
+        except (UnknownModel, ValueError, TypeError, KeyError):
+            # A snapshot from a model that is gone (uninstalled plugin): start a fresh default.
+            log.warning("host %s: cannot restore model %r; using a fresh ewma", self.host_id, name)
+            return self._models.create("ewma")
+
+    async def _twin(self, twin_id: str, *, create_type: str | None = None,
+                    create: bool = False) -> Twin:
+        twin = self._twins.get(twin_id)
+        if twin is None:
+            validate_device_id(twin_id)
+            await self._activate([twin_id], create={twin_id: create_type} if create else None)
+            twin = self._twins.get(twin_id)
+            if twin is None:
+                raise TwinNotFound(twin_id)
+        self._last_used[twin_id] = self._clock()
+        return twin
+
+    async def activate(self, ids: Sequence[str]) -> int:
+        """Load these twins now (those with a snapshot); return how many are active after."""
+        self._ensure_started()
+        await self._activate(ids)
+        return sum(1 for i in ids if i in self._twins)
+
+    # -- device messages ----------------------------------------------------------------------
+
+    async def apply(self, messages: Sequence[DeviceMessage]) -> ApplyResult:
+        """Apply a batch of device messages; bad ones are rejected one by one, never the batch."""
+        self._ensure_started()
+        twins = self._twins
+        rejected: list[Rejection] = []
+        new: dict[str, str | None] = {}
+        for msg in messages:
+            if msg[0] not in twins and msg[0] not in new:
+                try:
+                    validate_device_id(msg[0])
+                except TwinfleetError as err:
+                    rejected.append(Rejection(str(msg[0]), err.code, err.message))
+                    continue
+                new[msg[0]] = msg[5] if len(msg) > 5 else None
+        if new:
+            await self._activate(new, create=new)
+        now = self._clock()
+        applied = stale = 0
+        dirty = self._dirty
+        last_used = self._last_used
+        for msg in messages:
+            twin_id = msg[0]
+            twin = twins.get(twin_id)
+            if twin is None:
+                continue  # rejected above
+            try:
+                changed = twin.apply_message(msg[1], msg[2], now=now, ts=msg[3], protocol=msg[4])
+            except TwinfleetError as err:
+                rejected.append(Rejection(twin_id, err.code, err.message))
+                continue
+            except (TypeError, ValueError, AttributeError) as err:
+                rejected.append(Rejection(twin_id, "invalid_message", str(err)))
+                continue
+            last_used[twin_id] = now
+            if changed:
+                applied += 1
+                dirty.add(twin_id)
+            else:
+                stale += 1
+        counters = self._counters
+        counters["applied"] += applied
+        counters["stale"] += stale
+        counters["rejected"] += len(rejected)
+        return ApplyResult(applied, stale, tuple(rejected))
+
+    async def apply_packed(self, blob: bytes) -> ApplyResult:
+        """``apply`` for a batch pickled by the router (a list of message tuples)."""
+        messages: list[DeviceMessage] = pickle.loads(blob)  # noqa: S301 - from our own router
+        return await self.apply(messages)
+
+    # -- application calls --------------------------------------------------------------------
+
+    async def get(self, twin_id: str) -> dict[str, Any]:
+        """The twin document, or :class:`TwinNotFound`."""
+        self._ensure_started()
+        return (await self._twin(twin_id)).document()
+
+    async def patch_desired(
+        self,
+        twin_id: str,
+        patch: Mapping[str, Any],
+        *,
+        expected_version: int | None = None,
+        device_type: str | None = None,
+    ) -> dict[str, Any]:
+        """Merge-patch desired state, durably; creates the twin if it does not exist."""
+        self._ensure_started()
+        twin = await self._twin(twin_id, create=True, create_type=device_type)
+        return await self._write(
+            twin, lambda now: twin.patch_desired(patch, now=now, expected_version=expected_version)
+        )
+
+    async def patch_tags(
+        self,
+        twin_id: str,
+        patch: Mapping[str, Any],
+        *,
+        expected_version: int | None = None,
+    ) -> dict[str, Any]:
+        """Merge-patch the twin's tags, durably."""
+        self._ensure_started()
+        twin = await self._twin(twin_id)
+        return await self._write(
+            twin, lambda now: twin.patch_tags(patch, now=now, expected_version=expected_version)
+        )
+
+    async def register(self, entry: Mapping[str, Any]) -> dict[str, Any]:
+        """Create (or update type and tags of) the twin of a registry entry, durably."""
+        self._ensure_started()
+        twin_id = validate_device_id(entry["id"])
+        twin = await self._twin(twin_id, create=True, create_type=entry.get("type"))
+
+        def change(now: float) -> bool:
+            changed = False
+            device_type = entry.get("type")
+            if device_type and device_type != twin.type:
+                twin.type = device_type
+                twin.family = family_for(device_type)
+                twin.set_model(self._default_model(device_type), now=now)
+                changed = True
+            tags = entry.get("tags")
+            if tags:
+                changed = twin.patch_tags(tags, now=now) or changed
+            return changed or twin_id in self._dirty
+
+        return await self._write(twin, change, registry=entry)
+
+    async def _write(
+        self,
+        twin: Twin,
+        change: Callable[[float], bool],
+        *,
+        registry: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Apply ``change`` and commit the twin before answering; undo it if the store fails."""
+        version = twin.version
+        undo = (twin.desired, twin.desired_ts, twin.tags, twin.type, twin.family, twin.model)
+        if not change(self._clock()):
+            return twin.document()
+        snapshot = twin.snapshot()
+        self._dirty.discard(twin.id)  # this commit covers everything up to now
+        try:
+            await self._run(self._store.commit, snapshot, registry=registry)
+        except Exception as err:
+            # Patches replace these containers rather than mutating them, so this is exact.
+            twin.desired, twin.desired_ts, twin.tags, twin.type, twin.family, twin.model = undo
+            if twin.version == version + 1:
+                twin.version = version  # nothing else happened meanwhile: as if never applied
+            self._dirty.add(twin.id)
+            if isinstance(err, TwinfleetError):
+                raise
+            raise StoreUnavailable(f"the state store could not commit: {err}") from err
+        self._counters["commits"] += 1
+        return twin.document()
+
+    async def query(
+        self,
+        flt: TwinFilter,
+        *,
+        after: str | None = None,
+        limit: int = 100,
+        placement: Placement | None = None,
+        include_stored: bool = True,
+    ) -> QueryPage:
+        """Up to ``limit`` matching twins with id > ``after``, in id order.
+
+        Active twins answer from memory; with ``include_stored`` the store is scanned for the
+        passive twins this host owns under ``placement``.
+        """
+        self._ensure_started()
+        live = sorted(
+            twin_id
+            for twin_id, twin in self._twins.items()
+            if (after is None or twin_id > after) and flt.matches(twin)
+        )[:limit]
+        found = {twin_id: self._twins[twin_id].document() for twin_id in live}
+        if include_stored:
+            found.update(await self._query_stored(flt, after, limit, placement, live))
+        ids = sorted(found)[:limit]
+        return QueryPage(tuple(found[i] for i in ids), frozenset(i for i in ids if i in live))
+
+    async def _query_stored(
+        self,
+        flt: TwinFilter,
+        after: str | None,
+        limit: int,
+        placement: Placement | None,
+        live: list[str],
+    ) -> dict[str, dict[str, Any]]:
+        """Matching passive twins this host owns, scanning the store in id order."""
+        # Past the limit-th live match, nothing stored can make the page any more.
+        stop_at = live[-1] if len(live) >= limit else None
+        found: dict[str, dict[str, Any]] = {}
+        page_size = 1000
+        cursor = after
+        while True:
+            page = await self._run(self._store.scan, after=cursor, limit=page_size)
+            for snap in page:
+                twin_id = snap["id"]
+                if stop_at is not None and twin_id > stop_at:
+                    return found
+                if twin_id in self._twins or (
+                    placement is not None and placement.owner(twin_id) != self.host_id
+                ):
+                    continue
+                if flt.matches_snapshot(snap):
+                    twin = Twin.from_snapshot(snap, restore_model=self._restore_model)
+                    found[twin_id] = twin.document()
+                    if len(found) >= limit:
+                        return found
+            if len(page) < page_size:
+                return found
+            cursor = page[-1]["id"]
+
+    # -- background work ----------------------------------------------------------------------
+
+    async def flush(self) -> int:
+        """Write the snapshots of dirty twins in batches; return how many were written."""
+        written = 0
+        while self._dirty:
+            batch_ids = []
+            for twin_id in self._dirty:
+                batch_ids.append(twin_id)
+                if len(batch_ids) >= self._settings.flush_batch:
+                    break
+            self._dirty.difference_update(batch_ids)
+            snaps = [self._twins[i].snapshot() for i in batch_ids if i in self._twins]
+            try:
+                await self._run(self._store.save_many, snaps)
+            except Exception:
+                self._dirty.update(s["id"] for s in snaps)  # keep them dirty for the next round
+                self._counters["flush_errors"] += 1
+                raise
+            written += len(snaps)
+        if written:
+            self._counters["snapshots"] += written
+            self._counters["flushes"] += 1
+        return written
+
+    async def sweep(self) -> tuple[int, int]:
+        """Mark silent twins offline and passivate idle ones; return (offline, passivated)."""
+        now = self._clock()
+        offline = 0
+        for twin in self._twins.values():
+            if (
+                twin.online
+                and twin.last_seen is not None
+                and now - twin.last_seen > twin.family.offline_after_s
+                and twin.mark_offline(now=now)
+            ):
+                self._dirty.add(twin.id)
+                offline += 1
+        self._counters["offline"] += offline
+        horizon = now - self._settings.idle_timeout_s
+        idle = [i for i, used in self._last_used.items() if used < horizon]
+        passivated = await self.passivate(idle) if idle else 0
+        return offline, passivated
+
+    async def passivate(self, ids: Iterable[str]) -> int:
+        """Snapshot and drop these twins from memory; return how many were dropped."""
+        ids = [i for i in ids if i in self._twins]
+        if not ids:
+            return 0
+        dirty = [i for i in ids if i in self._dirty]
+        if dirty:
+            snaps = [self._twins[i].snapshot() for i in dirty]
+            self._dirty.difference_update(dirty)
+            try:
+                await self._run(self._store.save_many, snaps)
+            except Exception:
+                self._dirty.update(dirty)
+                raise
+        dropped = 0
+        for twin_id in ids:
+            if twin_id in self._dirty:
+                continue  # changed while we were saving: keep it for the next sweep
+            twin = self._twins.pop(twin_id, None)
+            self._last_used.pop(twin_id, None)
+            if twin is not None:
+                self._on_deactivate(twin)
+                dropped += 1
+        self._counters["passivated"] += dropped
+        return dropped
+
+    async def release(self, placement: Placement) -> int:
+        """Passivate every twin this host no longer owns under ``placement`` (rebalancing)."""
+        return await self.passivate(
+            [i for i in list(self._twins) if placement.owner(i) != self.host_id]
+        )
+
+    async def stats(self) -> dict[str, Any]:
+        """Counters and sizes of this host."""
+        return {
+            "host": self.host_id,
+            "active": len(self._twins),
+            "dirty": len(self._dirty),
+            "anomalous": sum(1 for t in self._twins.values() if t.anomalous),
+            "online": sum(1 for t in self._twins.values() if t.online),
+            **self._counters,
+        }
+
+    def active_ids(self) -> list[str]:
+        """Ids of the twins in memory now (for tests and rebalancing)."""
+        return list(self._twins)

@@ -1,0 +1,356 @@
+"""``Runtime``: the Python entry point to a twinfleet fleet (notebooks, the API, the CLI).
+
+It starts a local Ray (or joins ``ray_address``), starts the ``TwinHost`` actors, routes device
+messages to them in batches and answers queries by asking every host. Twin references are got,
+never created: ``runtime.twin("pump-7")`` is a handle whether or not the twin is active.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, NamedTuple
+
+import ray
+from ray.exceptions import RayTaskError
+
+from twinfleet.twins import TwinfleetError, TwinFilter, validate_device_id
+from twinfleet.twins.errors import InvalidPatch
+
+from .actors import spawn_host
+from .host import HostSettings, QueryPage
+from .messages import DeviceMessage, Rejection
+from .placement import Placement
+from .router import Router, RouterSettings
+from .stores import StateStore, open_store, resolve_store_url
+
+__all__ = ["IngestResult", "Page", "Runtime", "RuntimeSettings", "TwinHandle"]
+
+log = logging.getLogger(__name__)
+
+PlacementMode = Literal["virtual", "dedicated"]
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeSettings:
+    """How a runtime is laid out: host count, batching, timing."""
+
+    hosts: int = 2
+    host: HostSettings = field(default_factory=HostSettings)
+    router: RouterSettings = field(default_factory=RouterSettings)
+    default_placement: PlacementMode = "virtual"
+
+    def __post_init__(self) -> None:
+        if self.hosts < 1:
+            raise ValueError("a runtime needs at least one host")
+        if self.default_placement not in ("virtual", "dedicated"):
+            raise ValueError("default_placement is 'virtual' or 'dedicated'")
+
+
+class IngestResult(NamedTuple):
+    """What ``Runtime.ingest`` accepted; malformed messages are rejected on the spot."""
+
+    accepted: int
+    rejected: tuple[Rejection, ...] = ()
+
+
+class Page(NamedTuple):
+    """One page of a twin query; pass ``next`` as ``after`` for the following page."""
+
+    items: list[dict[str, Any]]
+    next: str | None
+
+
+class TwinHandle:
+    """A reference to one twin; calls go to whichever host holds it."""
+
+    __slots__ = ("_runtime", "id")
+
+    def __init__(self, runtime: Runtime, twin_id: str) -> None:
+        self._runtime = runtime
+        self.id = validate_device_id(twin_id)
+
+    def get(self) -> dict[str, Any]:
+        """The twin document (``TwinNotFound`` if the twin does not exist)."""
+        return self._runtime._call(self.id, "get", self.id)
+
+    def patch_desired(
+        self, patch: Mapping[str, Any], *, expected_version: int | None = None
+    ) -> dict[str, Any]:
+        """Merge-patch desired state; returns once the change is durable."""
+        return self._runtime._call(
+            self.id, "patch_desired", self.id, dict(patch), expected_version=expected_version
+        )
+
+    def patch_tags(
+        self, patch: Mapping[str, Any], *, expected_version: int | None = None
+    ) -> dict[str, Any]:
+        """Merge-patch tags; returns once the change is durable."""
+        return self._runtime._call(
+            self.id, "patch_tags", self.id, dict(patch), expected_version=expected_version
+        )
+
+    def __repr__(self) -> str:
+        return f"TwinHandle({self.id!r})"
+
+
+class Runtime:
+    """A running fleet: hosts on Ray, a router, a registry. Use as a context manager."""
+
+    def __init__(
+        self,
+        *,
+        store: str = "sqlite:///.twinfleet/state.db",
+        ray_address: str | None = None,
+        settings: RuntimeSettings | None = None,
+        namespace: str | None = None,
+        ray_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.settings = settings or RuntimeSettings()
+        self.store_url = resolve_store_url(store)
+        self._store: StateStore = open_store(self.store_url)
+        self._started_ray = False
+        if not ray.is_initialized():
+            options: dict[str, Any] = {
+                "include_dashboard": False,
+                "log_to_driver": False,
+                "namespace": namespace or "twinfleet",
+                **(ray_options or {}),
+            }
+            ray.init(address=ray_address, **options)
+            self._started_ray = True
+        names = tuple(f"host-{i}" for i in range(self.settings.hosts))
+        self._hosts: dict[str, Any] = {
+            name: spawn_host(name, store_url=self.store_url, settings=self.settings.host)
+            for name in names
+        }
+        self._placement = Placement(names)
+        self._dedicated: dict[str, Any] = {}
+        self._owners: dict[str, Any] = {}  # device id -> host actor, a cache of the placement
+        self._owners_lock = threading.Lock()
+        ray.get([h.start.remote() for h in self._hosts.values()])
+        self._load_dedicated()
+        self._router = Router(self._owner_of, settings=self.settings.router)
+        self._closed = False
+
+    # -- placement ----------------------------------------------------------------------------
+
+    @property
+    def placement(self) -> Placement:
+        """The current placement of virtual twins over hosts."""
+        return self._placement
+
+    def _owner_of(self, twin_id: str) -> Any:
+        host = self._owners.get(twin_id)
+        if host is None:
+            host = self._dedicated.get(twin_id)
+            if host is None:
+                if self.settings.default_placement == "dedicated":
+                    host = self._spawn_dedicated(twin_id)
+                else:
+                    host = self._hosts[self._placement.owner(twin_id)]
+            if len(self._owners) < 2_000_000:
+                self._owners[twin_id] = host
+        return host
+
+    def _spawn_dedicated(self, twin_id: str) -> Any:
+        with self._owners_lock:
+            host = self._dedicated.get(twin_id)
+            if host is None:
+                host = spawn_host(
+                    f"dedicated:{twin_id}", store_url=self.store_url, settings=self.settings.host
+                )
+                self._dedicated[twin_id] = host
+            return host
+
+    def _load_dedicated(self) -> None:
+        after: str | None = None
+        while True:
+            entries = self._store.list_registry(after=after, limit=1000)
+            for entry in entries:
+                if entry.get("placement") == "dedicated":
+                    self._spawn_dedicated(entry["id"])
+            if len(entries) < 1000:
+                break
+            after = entries[-1]["id"]
+        if self._dedicated:
+            ray.get([h.start.remote() for h in self._dedicated.values()])
+
+    # -- twins --------------------------------------------------------------------------------
+
+    def twin(self, twin_id: str) -> TwinHandle:
+        """A handle on twin ``twin_id`` (active or not; it need not exist yet)."""
+        return TwinHandle(self, twin_id)
+
+    def register(
+        self,
+        device_id: str,
+        *,
+        device_type: str | None = None,
+        tags: Mapping[str, Any] | None = None,
+        placement: PlacementMode | None = None,
+    ) -> dict[str, Any]:
+        """Register a device (durably) and create its twin; returns the twin document."""
+        validate_device_id(device_id)
+        mode = placement or self.settings.default_placement
+        if mode not in ("virtual", "dedicated"):
+            raise InvalidPatch("placement is 'virtual' or 'dedicated'", field="placement")
+        entry = {"id": device_id, "type": device_type, "tags": dict(tags or {}), "placement": mode}
+        if mode == "dedicated" and device_id not in self._dedicated:
+            self._router.flush()  # messages already routed to a virtual host land first
+            host = self._spawn_dedicated(device_id)
+            old = self._owners.pop(device_id, None)
+            if old is not None and old is not host:
+                ray.get(old.passivate.remote([device_id]))
+        return self._call(device_id, "register", entry)
+
+    def ingest(self, messages: Iterable[DeviceMessage | Sequence[Any]]) -> IngestResult:
+        """Hand device messages to their hosts in batches; returns once they are queued.
+
+        A message is a :class:`DeviceMessage` or a tuple in its field order. Malformed ones
+        are rejected here; per-twin errors (limits) surface in ``stats()['recent_rejections']``.
+        """
+        good: list[DeviceMessage] = []
+        rejected: list[Rejection] = []
+        for raw in messages:
+            msg = raw if type(raw) is DeviceMessage else DeviceMessage(*raw)
+            try:
+                validate_device_id(msg.device_id)
+                if msg.kind not in ("telemetry", "reported"):
+                    raise InvalidPatch(
+                        f"message kind {msg.kind!r} is not 'telemetry' or 'reported'",
+                        field="kind",
+                    )
+                if not isinstance(msg.payload, dict):
+                    raise InvalidPatch("a message payload must be a JSON object", field="payload")
+            except TwinfleetError as err:
+                rejected.append(Rejection(str(msg.device_id), err.code, err.message))
+                continue
+            good.append(msg)
+        self._router.route(good)
+        return IngestResult(len(good), tuple(rejected))
+
+    def flush(self) -> None:
+        """Wait until every message ingested so far is applied by its twin."""
+        self._router.flush()
+
+    def persist(self) -> int:
+        """Flush messages, then write every dirty twin's snapshot now; return how many."""
+        self.flush()
+        return sum(ray.get([h.flush.remote() for h in self._all_hosts()]))
+
+    def query(
+        self,
+        flt: TwinFilter | None = None,
+        *,
+        after: str | None = None,
+        limit: int = 100,
+        **criteria: Any,
+    ) -> Page:
+        """Twins matching a filter (or the ``TwinFilter`` fields as keywords), in id order."""
+        if flt is None:
+            flt = TwinFilter(**criteria)
+        elif criteria:
+            raise TypeError("pass either a TwinFilter or keyword criteria, not both")
+        if limit < 1:
+            raise InvalidPatch("limit must be at least 1", field="limit")
+        self.flush()
+        refs = [
+            h.query.remote(flt, after=after, limit=limit, placement=self._placement)
+            for h in self._hosts.values()
+        ] + [
+            h.query.remote(flt, after=after, limit=limit, include_stored=False)
+            for h in self._dedicated.values()
+        ]
+        pages: list[QueryPage] = self._get(refs)
+        merged: dict[str, dict[str, Any]] = {}
+        for page in pages:
+            for doc in page.items:
+                if doc["id"] not in merged or doc["id"] in page.live:
+                    merged[doc["id"]] = doc
+        ids = sorted(merged)
+        items = [merged[i] for i in ids[:limit]]
+        more = len(ids) > limit or any(len(p.items) >= limit for p in pages)
+        return Page(items, items[-1]["id"] if items and more else None)
+
+    def twins(self, flt: TwinFilter | None = None, *, page_size: int = 500,
+              **criteria: Any) -> Iterator[dict[str, Any]]:
+        """Every twin matching the filter, page by page."""
+        after: str | None = None
+        while True:
+            page = self.query(flt, after=after, limit=page_size, **criteria)
+            yield from page.items
+            if page.next is None:
+                return
+            after = page.next
+
+    def activate(self, ids: Sequence[str]) -> int:
+        """Load these twins into their hosts now; return how many are active after."""
+        by_host: dict[Any, list[str]] = {}
+        for twin_id in ids:
+            by_host.setdefault(self._owner_of(twin_id), []).append(twin_id)
+        return sum(self._get([h.activate.remote(chunk) for h, chunk in by_host.items()]))
+
+    def stats(self) -> dict[str, Any]:
+        """Per-host counters and the router's totals."""
+        hosts = self._get([h.stats.remote() for h in self._hosts.values()])
+        dedicated = self._get([h.stats.remote() for h in self._dedicated.values()])
+        router = self._router
+        return {
+            "hosts": hosts,
+            "dedicated": len(dedicated),
+            "active": sum(h["active"] for h in hosts) + sum(d["active"] for d in dedicated),
+            "anomalous": sum(h["anomalous"] for h in (*hosts, *dedicated)),
+            "online": sum(h["online"] for h in (*hosts, *dedicated)),
+            "applied": router.applied,
+            "stale": router.stale,
+            "rejected": router.rejected,
+            "failed": router.failed,
+            "batches": router.batches,
+            "recent_rejections": list(router.recent_rejections)[-20:],
+        }
+
+    # -- plumbing -----------------------------------------------------------------------------
+
+    def _all_hosts(self) -> list[Any]:
+        return [*self._hosts.values(), *self._dedicated.values()]
+
+    def _call(self, twin_id: str, method: str, *args: Any, **kwargs: Any) -> Any:
+        host = self._owner_of(twin_id)
+        # Messages already queued for this twin's host come first: read-your-writes.
+        self._router.flush(host)
+        return self._get(getattr(host, method).remote(*args, **kwargs))
+
+    @staticmethod
+    def _get(refs: Any) -> Any:
+        """``ray.get`` that raises twinfleet's own errors as themselves."""
+        try:
+            return ray.get(refs)
+        except RayTaskError as err:
+            cause = err.cause
+            if isinstance(cause, TwinfleetError):
+                raise cause from None
+            raise
+
+    def close(self) -> None:
+        """Apply queued messages, flush every host's state, stop the hosts (and Ray if ours)."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._router.close()
+            ray.get([h.stop.remote() for h in self._all_hosts()])
+        finally:
+            for host in self._all_hosts():
+                ray.kill(host, no_restart=True)
+            self._store.close()
+            if self._started_ray:
+                ray.shutdown()
+
+    def __enter__(self) -> Runtime:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,164 @@
+"""``SqliteStore``: the embedded default ``StateStore``, one SQLite file in WAL mode."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from twinfleet.twins.errors import StoreUnavailable
+
+from ._codec import decode, doc_id, encode
+from .base import Snapshot
+
+__all__ = ["SqliteStore", "sqlite_path"]
+
+_PREFIX = "sqlite:///"
+_CHUNK = 500  # bound parameters per IN list, well under SQLite's limit
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS twins (id TEXT PRIMARY KEY, doc BLOB NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS registry (id TEXT PRIMARY KEY, entry BLOB NOT NULL) WITHOUT ROWID;
+"""
+_UPSERT_TWIN = (
+    "INSERT INTO twins (id, doc) VALUES (?, ?) ON CONFLICT (id) DO UPDATE SET doc = excluded.doc"
+)
+_UPSERT_REGISTRY = (
+    "INSERT INTO registry (id, entry) VALUES (?, ?)"
+    " ON CONFLICT (id) DO UPDATE SET entry = excluded.entry"
+)
+
+
+def sqlite_path(url: str) -> str:
+    """The file path of a SQLAlchemy-style URL: ``sqlite:///rel.db`` or ``sqlite:////abs.db``."""
+    if not url.startswith(_PREFIX) or len(url) == len(_PREFIX):
+        raise ValueError(
+            f"malformed SQLite store URL {url!r}: expected sqlite:///relative/path.db "
+            "or sqlite:////absolute/path.db"
+        )
+    path = url[len(_PREFIX) :]
+    if path == ":memory:":
+        raise ValueError("an in-memory SQLite store is not shared or durable: use memory://")
+    return path
+
+
+class SqliteStore:
+    """Snapshots and registry entries in a SQLite file several processes may open at once.
+
+    WAL lets readers run beside the one writer; ``synchronous=FULL`` makes every commit
+    durable; ``busy_timeout`` makes writers from other processes wait instead of failing.
+    Write transactions start with ``BEGIN IMMEDIATE`` so they take the write lock up front
+    (a deferred transaction upgrading its lock can fail without waiting).
+    """
+
+    def __init__(self, url: str, *, busy_timeout_s: float = 30.0) -> None:
+        self.url = url
+        self.path = Path(sqlite_path(url))
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # isolation_level=None: no implicit transactions, we issue BEGIN/COMMIT ourselves.
+        # check_same_thread=False: one worker thread at a time, not always the creating one.
+        self._conn = sqlite3.connect(
+            self.path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
+        )
+        try:
+            self._conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
+            self._conn.execute("PRAGMA journal_mode = WAL")
+            self._conn.execute("PRAGMA synchronous = FULL")
+            with self._write("create its tables") as conn:
+                for statement in filter(str.strip, _SCHEMA.split(";")):
+                    conn.execute(statement)
+        except BaseException:
+            self._conn.close()
+            raise
+
+    @contextmanager
+    def _write(self, action: str) -> Iterator[sqlite3.Connection]:
+        """One write transaction; SQLite's operational failures become ``StoreUnavailable``."""
+        conn = self._conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        except sqlite3.OperationalError as err:
+            raise StoreUnavailable(f"SQLite store {self.path} could not {action}: {err}") from err
+
+    def load_many(self, ids: Sequence[str]) -> dict[str, Snapshot]:
+        """Snapshots of those ``ids`` that exist, by id."""
+        found: dict[str, Snapshot] = {}
+        unique = list(dict.fromkeys(ids))
+        for start in range(0, len(unique), _CHUNK):
+            chunk = unique[start : start + _CHUNK]
+            marks = ",".join("?" * len(chunk))
+            rows = self._conn.execute(f"SELECT id, doc FROM twins WHERE id IN ({marks})", chunk)  # noqa: S608
+            found.update((i, decode(doc)) for i, doc in rows)
+        return found
+
+    def save_many(self, snapshots: Sequence[Mapping[str, Any]]) -> None:
+        """Write many snapshots in one transaction."""
+        rows = [(doc_id(s), encode(s)) for s in snapshots]
+        if rows:
+            with self._write(f"save {len(rows)} snapshots") as conn:
+                conn.executemany(_UPSERT_TWIN, rows)
+
+    def commit(
+        self, snapshot: Mapping[str, Any], *, registry: Mapping[str, Any] | None = None
+    ) -> None:
+        """Write one snapshot (and its registry entry) in one durable transaction."""
+        twin_id = doc_id(snapshot)
+        with self._write(f"commit twin {twin_id!r}") as conn:
+            conn.execute(_UPSERT_TWIN, (twin_id, encode(snapshot)))
+            if registry is not None:
+                conn.execute(_UPSERT_REGISTRY, (doc_id(registry), encode(registry)))
+
+    def delete_many(self, ids: Sequence[str]) -> None:
+        """Forget the snapshots of ``ids``; missing ids are ignored."""
+        if ids:
+            with self._write(f"delete {len(ids)} snapshots") as conn:
+                conn.executemany("DELETE FROM twins WHERE id = ?", [(i,) for i in ids])
+
+    def scan(self, *, after: str | None = None, limit: int = 1000) -> list[Snapshot]:
+        """Up to ``limit`` snapshots in id order, starting after id ``after``."""
+        return self._page("SELECT doc FROM twins WHERE id > ? ORDER BY id LIMIT ?", after, limit)
+
+    def count(self) -> int:
+        """How many twin snapshots the store holds."""
+        (n,) = self._conn.execute("SELECT count(*) FROM twins").fetchone()
+        return int(n)
+
+    def put_registry(self, entry: Mapping[str, Any]) -> None:
+        """Durably write a registry entry, replacing any."""
+        row = (doc_id(entry), encode(entry))
+        with self._write(f"write the registry entry of {row[0]!r}") as conn:
+            conn.execute(_UPSERT_REGISTRY, row)
+
+    def get_registry(self, device_id: str) -> dict[str, Any] | None:
+        """The registry entry of ``device_id``, if any."""
+        row = self._conn.execute("SELECT entry FROM registry WHERE id = ?", (device_id,)).fetchone()
+        return None if row is None else decode(row[0])
+
+    def list_registry(self, *, after: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
+        """Up to ``limit`` registry entries in id order, starting after id ``after``."""
+        sql = "SELECT entry FROM registry WHERE id > ? ORDER BY id LIMIT ?"
+        return self._page(sql, after, limit)
+
+    def _page(self, sql: str, after: str | None, limit: int) -> list[dict[str, Any]]:
+        if limit <= 0:  # SQLite reads a negative LIMIT as "no limit"
+            return []
+        # Ids are never empty, so every id sorts after "".
+        return [decode(doc) for (doc,) in self._conn.execute(sql, (after or "", limit))]
+
+    def clear(self) -> None:
+        """Remove every snapshot and registry entry (the file and its tables stay)."""
+        with self._write("clear") as conn:
+            conn.execute("DELETE FROM twins")
+            conn.execute("DELETE FROM registry")
+
+    def close(self) -> None:
+        """Close the connection."""
+        self._conn.close()
