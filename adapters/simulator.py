@@ -132,7 +132,9 @@ class FleetSimulator:
             if count:
                 self._groups.append(self._group(FAMILIES[name], count, prefix))
         # round-robin order over all devices: (group index, row)
-        self._order = [(g, r) for g, group in enumerate(self._groups) for r in range(len(group.ids))]
+        self._order = [
+            (g, r) for g, group in enumerate(self._groups) for r in range(len(group.ids))
+        ]
         self._rng.shuffle(self._order)
 
     def _group(self, family: DeviceFamily, count: int, prefix: str) -> _Group:
@@ -214,10 +216,10 @@ class FleetSimulator:
             if now > until:
                 del self._stuck[(sg, row, col)]
                 continue
-            hits = np.nonzero(rows == row)[0]
+            hits = np.flatnonzero(np.equal(rows, row))
             values[hits, col] = value
-        hit = self._rng.random(n) < self.anomaly_rate
-        for i in np.nonzero(hit)[0].tolist():
+        hit = np.less(self._rng.random(n), self.anomaly_rate)
+        for i in np.flatnonzero(hit).tolist():
             col = int(self._rng.integers(m))
             row = int(rows[i])
             profile = group.profiles[col]

@@ -96,7 +96,10 @@ class _Feeder(threading.Thread):
     """Feeds the simulated fleet through ``Runtime.ingest``: each device once per interval."""
 
     def __init__(
-        self, runtime: Runtime, simulator: FleetSimulator, interval_s: float,
+        self,
+        runtime: Runtime,
+        simulator: FleetSimulator,
+        interval_s: float,
         stop: threading.Event,
     ) -> None:
         super().__init__(name="twinfleet-simulator", daemon=True)

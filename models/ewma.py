@@ -89,7 +89,7 @@ class EwmaZScore:
     def state(self) -> dict[str, Any]:
         """Parameters and per-metric statistics, JSON-ready."""
         state: dict[str, Any] = {"metrics": {k: list(v) for k, v in self._stats.items()}}
-        if self._params is not _DEFAULT_PARAMS:
+        if self._params != _DEFAULT_PARAMS:  # equal params are defaults, however made
             state["params"] = asdict(self._params)
         return state
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import pickle
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -23,11 +24,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
 
+import psutil
+
 from twinfleet.models import ModelRegistry, default_registry
 from twinfleet.twins import (
     Twin,
-    TwinfleetError,
     TwinFilter,
+    TwinfleetError,
     TwinNotFound,
     UnknownModel,
     family_for,
@@ -98,8 +101,19 @@ class TwinHost:
         self._tasks: list[asyncio.Task[None]] = []
         self._stopped = False
         self._counters = dict.fromkeys(
-            ("applied", "stale", "rejected", "activated", "created", "passivated",
-             "snapshots", "flushes", "commits", "flush_errors", "offline"),
+            (
+                "applied",
+                "stale",
+                "rejected",
+                "activated",
+                "created",
+                "passivated",
+                "snapshots",
+                "flushes",
+                "commits",
+                "flush_errors",
+                "offline",
+            ),
             0,
         )
 
@@ -204,8 +218,9 @@ class TwinHost:
             log.warning("host %s: cannot restore model %r; using a fresh ewma", self.host_id, name)
             return self._models.create("ewma")
 
-    async def _twin(self, twin_id: str, *, create_type: str | None = None,
-                    create: bool = False) -> Twin:
+    async def _twin(
+        self, twin_id: str, *, create_type: str | None = None, create: bool = False
+    ) -> Twin:
         twin = self._twins.get(twin_id)
         if twin is None:
             validate_device_id(twin_id)
@@ -502,6 +517,8 @@ class TwinHost:
             "dirty": len(self._dirty),
             "anomalous": sum(1 for t in self._twins.values() if t.anomalous),
             "online": sum(1 for t in self._twins.values() if t.online),
+            "rss_bytes": psutil.Process().memory_info().rss,
+            "pid": os.getpid(),
             **self._counters,
         }
 

@@ -58,8 +58,8 @@ class Router:
         self._buffers: dict[Any, list[DeviceMessage]] = {}
         self._oldest: dict[Any, float] = {}
         # host -> [(ref, batch size)] of batches sent and not yet accounted for
-        self._in_flight: dict[Any, list[tuple[ray.ObjectRef, int]]] = collections.defaultdict(
-            list
+        self._in_flight: dict[Any, list[tuple[ray.ObjectRef[ApplyResult], int]]] = (
+            collections.defaultdict(list)
         )
         self.applied = 0
         self.stale = 0
@@ -100,11 +100,13 @@ class Router:
         pending.append((host.apply_packed.remote(blob), len(batch)))
         self.batches += 1
 
-    def _settle(self, pending: list[tuple[ray.ObjectRef, int]], *, wait_for: int) -> None:
+    def _settle(
+        self, pending: list[tuple[ray.ObjectRef[ApplyResult], int]], *, wait_for: int
+    ) -> None:
         """Wait for ``wait_for`` of ``pending`` to finish; account for every finished one."""
         sizes = dict(pending)
         refs = list(sizes)
-        done: list[ray.ObjectRef] = []
+        done: list[ray.ObjectRef[ApplyResult]] = []
         if wait_for > 0:
             done, refs = ray.wait(refs, num_returns=wait_for)
         if refs:

@@ -16,7 +16,7 @@ from typing import Any, Literal, NamedTuple
 import ray
 from ray.exceptions import RayTaskError
 
-from twinfleet.twins import TwinfleetError, TwinFilter, validate_device_id
+from twinfleet.twins import TwinFilter, TwinfleetError, validate_device_id
 from twinfleet.twins.errors import InvalidPatch
 
 from .actors import spawn_host
@@ -74,23 +74,26 @@ class TwinHandle:
 
     def get(self) -> dict[str, Any]:
         """The twin document (``TwinNotFound`` if the twin does not exist)."""
-        return self._runtime._call(self.id, "get", self.id)
+        doc: dict[str, Any] = self._runtime._call(self.id, "get", self.id)
+        return doc
 
     def patch_desired(
         self, patch: Mapping[str, Any], *, expected_version: int | None = None
     ) -> dict[str, Any]:
         """Merge-patch desired state; returns once the change is durable."""
-        return self._runtime._call(
+        doc: dict[str, Any] = self._runtime._call(
             self.id, "patch_desired", self.id, dict(patch), expected_version=expected_version
         )
+        return doc
 
     def patch_tags(
         self, patch: Mapping[str, Any], *, expected_version: int | None = None
     ) -> dict[str, Any]:
         """Merge-patch tags; returns once the change is durable."""
-        return self._runtime._call(
+        doc: dict[str, Any] = self._runtime._call(
             self.id, "patch_tags", self.id, dict(patch), expected_version=expected_version
         )
+        return doc
 
     def __repr__(self) -> str:
         return f"TwinHandle({self.id!r})"
@@ -204,7 +207,8 @@ class Runtime:
             old = self._owners.pop(device_id, None)
             if old is not None and old is not host:
                 ray.get(old.passivate.remote([device_id]))
-        return self._call(device_id, "register", entry)
+        doc: dict[str, Any] = self._call(device_id, "register", entry)
+        return doc
 
     def ingest(self, messages: Iterable[DeviceMessage | Sequence[Any]]) -> IngestResult:
         """Hand device messages to their hosts in batches; returns once they are queued.
@@ -275,8 +279,9 @@ class Runtime:
         more = len(ids) > limit or any(len(p.items) >= limit for p in pages)
         return Page(items, items[-1]["id"] if items and more else None)
 
-    def twins(self, flt: TwinFilter | None = None, *, page_size: int = 500,
-              **criteria: Any) -> Iterator[dict[str, Any]]:
+    def twins(
+        self, flt: TwinFilter | None = None, *, page_size: int = 500, **criteria: Any
+    ) -> Iterator[dict[str, Any]]:
         """Every twin matching the filter, page by page."""
         after: str | None = None
         while True:
@@ -301,6 +306,7 @@ class Runtime:
         return {
             "hosts": hosts,
             "dedicated": len(dedicated),
+            "dedicated_hosts": dedicated,
             "active": sum(h["active"] for h in hosts) + sum(d["active"] for d in dedicated),
             "anomalous": sum(h["anomalous"] for h in (*hosts, *dedicated)),
             "online": sum(h["online"] for h in (*hosts, *dedicated)),

@@ -25,7 +25,9 @@ def _port_open(host: str, port: int) -> bool:
 def redis_url() -> Iterator[str]:
     """A ``redis://`` store URL with a key prefix of its own, deleted afterwards."""
     if not _port_open(REDIS_HOST, REDIS_PORT):
-        pytest.fail(f"Redis is not running on {REDIS_HOST}:{REDIS_PORT} (scripts/test.sh starts it)")
+        pytest.fail(
+            f"Redis is not running on {REDIS_HOST}:{REDIS_PORT} (scripts/test.sh starts it)"
+        )
     import redis
 
     prefix = f"tftest-{uuid.uuid4().hex[:10]}"

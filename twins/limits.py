@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from datetime import datetime
@@ -28,9 +29,11 @@ _valid_ids: set[str] = set()  # ids already checked: a fleet repeats the same id
 
 def validate_device_id(device_id: object) -> str:
     """Return ``device_id`` if it is a valid device id, else raise :class:`InvalidDeviceId`."""
+    if not isinstance(device_id, str):  # first: a list or dict cannot be looked up in a set
+        raise InvalidDeviceId(f"device id {device_id!r} must be a string", field="id")
     if device_id in _valid_ids:
-        return device_id  # type: ignore[return-value]
-    if not isinstance(device_id, str) or _DEVICE_ID.fullmatch(device_id) is None:
+        return device_id
+    if _DEVICE_ID.fullmatch(device_id) is None:
         raise InvalidDeviceId(
             f"device id {device_id!r} must match [A-Za-z0-9._:-]{{1,128}}", field="id"
         )
@@ -40,17 +43,22 @@ def validate_device_id(device_id: object) -> str:
 
 
 def check_depth(value: Mapping[str, Any], *, base: int = 0, field: str = "patch") -> None:
-    """Raise :class:`NestingTooDeep` if objects in ``value`` nest deeper than ``MAX_DEPTH``.
+    """Raise :class:`NestingTooDeep` if objects and arrays in ``value`` nest deeper than
+    ``MAX_DEPTH``.
 
     ``base`` is the depth at which ``value`` itself sits (a patch applied to ``reported`` sits
-    at depth 1 of the document section).
+    at depth 1 of the document section). Arrays count as a level, as in any JSON parser's
+    depth limit; otherwise nesting inside arrays would escape the limit.
     """
-    stack: list[tuple[Mapping[str, Any], int]] = [(value, base + 1)]
+    stack: list[tuple[Any, int]] = [(value, base + 1)]
     while stack:
         node, depth = stack.pop()
         if depth > MAX_DEPTH:
-            raise NestingTooDeep(f"objects nest deeper than {MAX_DEPTH} levels", field=field)
-        stack.extend((child, depth + 1) for child in node.values() if isinstance(child, dict))
+            raise NestingTooDeep(
+                f"objects and arrays nest deeper than {MAX_DEPTH} levels", field=field
+            )
+        children = node.values() if isinstance(node, Mapping) else node
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
 
 
 def parse_timestamp(value: object, *, field: str = "ts") -> float:
@@ -58,10 +66,11 @@ def parse_timestamp(value: object, *, field: str = "ts") -> float:
     if isinstance(value, bool):
         raise InvalidTimestamp("a timestamp cannot be a boolean", field=field)
     if isinstance(value, int | float):
-        ts = float(value)
-        if ts != ts or ts < 0 or ts > 32_503_680_000:  # NaN, before 1970, after year 3000
-            raise InvalidTimestamp(f"timestamp {value!r} is out of range", field=field)
-        return ts
+        try:
+            ts = float(value)
+        except OverflowError:  # an int too big for a float is out of range too
+            ts = math.inf
+        return _in_range(ts, value, field)
     if isinstance(value, str):
         text = value.strip()
         if text.endswith(("Z", "z")):
@@ -77,5 +86,12 @@ def parse_timestamp(value: object, *, field: str = "ts") -> float:
                 f"timestamp {value!r} has no time zone offset (RFC 3339 requires one)",
                 field=field,
             )
-        return moment.timestamp()
+        return _in_range(moment.timestamp(), value, field)
     raise InvalidTimestamp(f"timestamp {value!r} is neither a number nor a string", field=field)
+
+
+def _in_range(ts: float, value: object, field: str) -> float:
+    # The same range for numbers and strings: NaN, before 1970 and after year 3000 are errors.
+    if math.isnan(ts) or ts < 0 or ts > 32_503_680_000:
+        raise InvalidTimestamp(f"timestamp {value!r} is out of range", field=field)
+    return ts

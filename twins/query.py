@@ -47,8 +47,10 @@ class TwinFilter:
     def _matches(
         self, device_type: str, tags: Mapping[str, Any], online: bool, anomalous: bool
     ) -> bool:
-        if self.type is not None and device_type != self.type and not device_type.startswith(
-            self.type + "."
+        if (
+            self.type is not None
+            and device_type != self.type
+            and not device_type.startswith(self.type + ".")
         ):
             return False
         if self.online is not None and online != self.online:

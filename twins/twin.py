@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Mapping
+from math import isfinite
 from typing import Any, Literal, Protocol
 
 import orjson
@@ -17,7 +18,15 @@ import orjson
 from .errors import DocumentTooLarge, InvalidPatch, VersionConflict
 from .families import DeviceFamily, family_for
 from .limits import MAX_DOCUMENT_BYTES, check_depth, parse_timestamp
-from .merge import delta, merge_patch, merge_timestamped, validate_values
+from .merge import (
+    INT_MAX,
+    INT_MIN,
+    delta,
+    merge_patch,
+    merge_timestamped,
+    validate_values,
+    visible_stamps,
+)
 
 __all__ = ["MessageKind", "ModelSlot", "Twin"]
 
@@ -45,9 +54,10 @@ class Twin:
     """A device twin: reported, desired, tags, connectivity, firmware and anomaly state."""
 
     __slots__ = (
+        "_size_bound",
+        "anomalous",
         "anomaly_score",
         "anomaly_since",
-        "anomalous",
         "created",
         "desired",
         "desired_ts",
@@ -92,6 +102,7 @@ class Twin:
         self.anomaly_score = 0.0
         self.anomalous = False
         self.anomaly_since: float | None = None
+        self._size_bound = _EMPTY_STATE_BYTES
 
     # -- device messages ----------------------------------------------------------------------
 
@@ -120,22 +131,41 @@ class Twin:
         # Anything that can grow the document (new keys, objects, lists, long strings, nulls)
         # is merged on a copy and size-checked first.
         grows = False
+        growth = 0  # an upper bound of what replacing values in place adds to the state
         reported = self.reported
         for key, value in payload.items():
             kind_of = type(value)
             if kind_of is float:
-                if value != value or value in (_INF, _NINF):
+                if not isfinite(value):
                     raise InvalidPatch(f"{kind}.{key} is not a finite number", field=key)
+                growth += _MAX_NUMBER_BYTES
             elif kind_of is str:
                 grows = grows or len(value) > _SHORT_STRING
-            elif kind_of is not int and kind_of is not bool:
+                growth += 6 * len(value) + 2  # worst case: every character escaped
+            elif kind_of is int:
+                if not INT_MIN <= value <= INT_MAX:
+                    raise InvalidPatch(f"{kind}.{key} is an integer beyond 64 bits", field=key)
+                growth += _MAX_NUMBER_BYTES
+            elif kind_of is bool:
+                growth += 5
+            else:
                 validate_values({key: value}, field=kind)
                 grows = True
             if key not in reported:
+                if not key or "\x00" in key:
+                    raise InvalidPatch(f"{kind} has a key that is empty or holds NUL", field=kind)
                 grows = True
+        if not grows:
+            # The bound only rises on this path; measure exactly when it nears the limit.
+            bound = self._size_bound + growth
+            if bound > MAX_DOCUMENT_BYTES:
+                bound = self._state_size() + growth
+                grows = bound > MAX_DOCUMENT_BYTES
+            if not grows:
+                self._size_bound = bound
         numeric: dict[str, float] = {}
         if grows:
-            if any(type(v) is dict for v in payload.values()):
+            if any(type(v) is dict or type(v) is list for v in payload.values()):
                 check_depth(payload, base=1, field=kind)
             if kind == "telemetry":
                 payload = {k: v for k, v in payload.items() if v is not None}
@@ -247,7 +277,25 @@ class Twin:
         desired: Mapping[str, Any] | None = None,
         tags: Mapping[str, Any] | None = None,
     ) -> None:
-        size = len(
+        size = self._state_size(reported=reported, desired=desired, tags=tags)
+        if size <= MAX_DOCUMENT_BYTES:
+            self._size_bound = size
+        else:
+            raise DocumentTooLarge(
+                f"the change would make the twin's state {size} bytes, over the "
+                f"{MAX_DOCUMENT_BYTES} byte limit",
+                field="reported" if reported is not None else "desired" if desired else "tags",
+            )
+
+    def _state_size(
+        self,
+        *,
+        reported: Mapping[str, Any] | None = None,
+        desired: Mapping[str, Any] | None = None,
+        tags: Mapping[str, Any] | None = None,
+    ) -> int:
+        """Bytes of the state the document limit counts, with any section replaced."""
+        return len(
             orjson.dumps(
                 (
                     self.reported if reported is None else reported,
@@ -256,12 +304,6 @@ class Twin:
                 )
             )
         )
-        if size > MAX_DOCUMENT_BYTES:
-            raise DocumentTooLarge(
-                f"the change would make the twin's state {size} bytes, over the "
-                f"{MAX_DOCUMENT_BYTES} byte limit",
-                field="reported" if reported is not None else "desired" if desired else "tags",
-            )
 
     # -- views --------------------------------------------------------------------------------
 
@@ -293,9 +335,9 @@ class Twin:
             "version": self.version,
             "reported": copy.deepcopy(self.reported),
             "desired": copy.deepcopy(self.desired),
-            "delta": self.delta(),
+            "delta": copy.deepcopy(self.delta()),  # the delta shares objects with desired
             "metadata": {
-                "reported": copy.deepcopy(self.reported_ts),
+                "reported": visible_stamps(self.reported, self.reported_ts),
                 "desired": copy.deepcopy(self.desired_ts),
                 "created": self.created,
                 "updated": self.updated,
@@ -362,6 +404,7 @@ class Twin:
             "anomaly", (0.0, False, None)
         )
         saved = snap.get("model")
+        twin._size_bound = MAX_DOCUMENT_BYTES + 1  # unknown: measured on the first message
         twin.model = (
             restore_model(saved["name"], saved.get("state") or {})
             if saved and restore_model is not None
@@ -373,13 +416,14 @@ class Twin:
         return f"Twin({self.id!r}, type={self.type!r}, version={self.version})"
 
 
+_MAX_NUMBER_BYTES = 24  # the longest JSON number orjson writes for a float or 64-bit int
+_EMPTY_STATE_BYTES = 16
 _SHORT_STRING = 64  # a short string into an existing key cannot grow the document much
-_INF = float("inf")
-_NINF = float("-inf")
 
 
-def _restamp(stamps: dict[str, Any], values: Mapping[str, Any], patch: Mapping[str, Any],
-             now: float) -> None:
+def _restamp(
+    stamps: dict[str, Any], values: Mapping[str, Any], patch: Mapping[str, Any], now: float
+) -> None:
     """Bring a stamp tree in line with ``values`` after ``patch``: touched leaves get ``now``."""
     for key, change in patch.items():
         if key not in values:

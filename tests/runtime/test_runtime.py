@@ -1,0 +1,210 @@
+"""Integration tests of ``Runtime`` on a real local Ray, against SQLite and Redis stores."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from twinfleet import Runtime
+from twinfleet.runtime import DeviceMessage, HostSettings, RuntimeSettings
+from twinfleet.twins import TwinFilter, TwinNotFound, VersionConflict
+from twinfleet.twins.errors import InvalidDeviceId
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_session")]
+
+T0 = 1_800_000_000.0
+
+
+@pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.services)])
+def store_url(request: pytest.FixtureRequest) -> str:
+    """The same tests against the embedded store and Redis."""
+    return str(request.getfixturevalue(f"{request.param}_url"))
+
+
+@pytest.fixture
+def runtime(store_url: str) -> Iterator[Runtime]:
+    with Runtime(store=store_url, settings=RuntimeSettings(hosts=2)) as rt:
+        yield rt
+
+
+def telemetry(device_id: str, ts: float, **values: float) -> DeviceMessage:
+    return DeviceMessage(device_id, "telemetry", dict(values), ts, "test", "smart-sensor")
+
+
+def test_ingested_telemetry_reaches_the_twin(runtime: Runtime) -> None:
+    result = runtime.ingest([telemetry("s-1", T0, temperature=21.5, humidity=40.0)])
+    assert result.accepted == 1
+    doc = runtime.twin("s-1").get()
+    assert doc["reported"] == {"temperature": 21.5, "humidity": 40.0}
+    assert doc["metadata"]["reported"]["temperature"] == T0
+    assert doc["type"] == "smart-sensor"
+    assert doc["connectivity"]["online"] is True
+    assert doc["connectivity"]["protocol"] == "test"
+    assert doc["anomaly"]["model"] == "ewma"
+    assert doc["version"] == 1
+
+
+def test_older_reading_does_not_overwrite_a_newer_one(runtime: Runtime) -> None:
+    runtime.ingest([telemetry("s-2", T0 + 10, temperature=25.0)])
+    runtime.ingest([telemetry("s-2", T0 + 5, temperature=19.0)])
+    runtime.flush()
+    doc = runtime.twin("s-2").get()
+    assert doc["reported"]["temperature"] == 25.0
+    assert doc["version"] == 1
+    assert runtime.stats()["stale"] == 1
+
+
+def test_many_twins_across_hosts(runtime: Runtime) -> None:
+    messages = [
+        telemetry(f"m-{i:04d}", T0 + k, temperature=20.0 + k) for k in range(3) for i in range(500)
+    ]
+    assert runtime.ingest(messages).accepted == 1500
+    runtime.flush()
+    stats = runtime.stats()
+    assert stats["applied"] == 1500
+    assert stats["active"] == 500
+    assert all(host["active"] > 100 for host in stats["hosts"])  # both hosts got a share
+    assert runtime.twin("m-0042").get()["reported"]["temperature"] == 22.0
+
+
+def test_malformed_messages_are_rejected_without_losing_good_ones(runtime: Runtime) -> None:
+    result = runtime.ingest(
+        [
+            telemetry("good-1", T0, temperature=1.0),
+            DeviceMessage("bad id/with slash", "telemetry", {"temperature": 1.0}),
+            DeviceMessage("good-2", "gossip", {"temperature": 1.0}),  # type: ignore[arg-type]
+            telemetry("good-3", T0, temperature=3.0),
+            DeviceMessage("good-4", "telemetry", {"temperature": float("nan")}, T0),
+        ]
+    )
+    assert result.accepted == 3
+    assert [r.code for r in result.rejected] == ["invalid_device_id", "invalid_patch"]
+    runtime.flush()
+    assert runtime.twin("good-1").get()["reported"] == {"temperature": 1.0}
+    assert runtime.twin("good-3").get()["reported"] == {"temperature": 3.0}
+    stats = runtime.stats()
+    assert stats["rejected"] == 1
+    assert stats["recent_rejections"][0].code == "invalid_patch"
+
+
+def test_get_of_an_unknown_twin_is_not_found(runtime: Runtime) -> None:
+    with pytest.raises(TwinNotFound, match="nobody"):
+        runtime.twin("nobody").get()
+    with pytest.raises(InvalidDeviceId):
+        runtime.twin("no such/id")
+
+
+def test_desired_patch_with_expected_version(runtime: Runtime) -> None:
+    runtime.ingest([telemetry("v-1", T0, temperature=20.0)])
+    handle = runtime.twin("v-1")
+    doc = handle.patch_desired({"sample_interval": 5, "mode": {"eco": True}}, expected_version=1)
+    assert doc["version"] == 2
+    assert doc["desired"] == {"sample_interval": 5, "mode": {"eco": True}}
+    assert doc["delta"] == {"sample_interval": 5, "mode": {"eco": True}}
+    with pytest.raises(VersionConflict) as caught:
+        handle.patch_desired({"sample_interval": 9}, expected_version=1)
+    assert (caught.value.expected, caught.value.actual) == (1, 2)
+    assert handle.get()["desired"]["sample_interval"] == 5
+    doc = handle.patch_desired({"mode": None})
+    assert doc["desired"] == {"sample_interval": 5}
+    assert doc["version"] == 3
+
+
+def test_tags_and_queries(runtime: Runtime) -> None:
+    runtime.ingest(
+        [
+            *(telemetry(f"q-{i}", T0, temperature=20.0) for i in range(6)),
+            DeviceMessage("meter-1", "telemetry", {"power": 1.0}, T0, "test", "smart-meter.water"),
+        ]
+    )
+    runtime.twin("q-1").patch_tags({"site": "plant-a"})
+    runtime.twin("q-4").patch_tags({"site": "plant-a", "floor": 2})
+    page = runtime.query(tags={"site": "plant-a"})
+    assert [d["id"] for d in page.items] == ["q-1", "q-4"]
+    assert page.next is None
+    assert [d["id"] for d in runtime.query(type="smart-meter").items] == ["meter-1"]
+    assert runtime.query(TwinFilter(online=False)).items == []
+    assert len(runtime.query(online=True, limit=1000).items) == 7
+    # cursor pagination visits every twin exactly once, in id order
+    seen: list[str] = []
+    after = None
+    while True:
+        page = runtime.query(type="smart-sensor", after=after, limit=4)
+        seen.extend(d["id"] for d in page.items)
+        if page.next is None:
+            break
+        after = page.next
+    assert seen == [f"q-{i}" for i in range(6)]
+    assert [d["id"] for d in runtime.twins(type="smart-sensor", page_size=2)] == seen
+
+
+def test_anomalous_query_after_a_spike(runtime: Runtime) -> None:
+    normal = [telemetry("a-1", T0 + k, temperature=20.0 + 0.1 * (k % 5)) for k in range(60)]
+    runtime.ingest(normal)
+    runtime.ingest([telemetry("a-2", T0 + k, temperature=30.0 + 0.1 * (k % 3)) for k in range(60)])
+    runtime.ingest([telemetry("a-1", T0 + 61, temperature=80.0)])
+    runtime.flush()
+    anomalous = runtime.query(anomalous=True).items
+    assert [d["id"] for d in anomalous] == ["a-1"]
+    assert anomalous[0]["anomaly"]["since"] == T0 + 61
+    assert anomalous[0]["anomaly"]["score"] > 4.0
+
+
+def test_registered_twin_and_dedicated_placement(runtime: Runtime) -> None:
+    doc = runtime.register(
+        "press-9", device_type="industrial-controller", tags={"line": "3"}, placement="dedicated"
+    )
+    assert doc["type"] == "industrial-controller"
+    assert doc["tags"] == {"line": "3"}
+    runtime.ingest([DeviceMessage("press-9", "telemetry", {"motor_rpm": 1500.0}, T0, "test")])
+    runtime.ingest([telemetry("plain-1", T0, temperature=20.0)])
+    runtime.flush()
+    assert runtime.twin("press-9").get()["reported"] == {"motor_rpm": 1500.0}
+    stats = runtime.stats()
+    assert stats["dedicated"] == 1
+    # the dedicated twin lives in its own actor, not in a shared host
+    assert sum(h["active"] for h in stats["hosts"]) == 1
+    ids = [d["id"] for d in runtime.query(limit=100).items]
+    assert ids == ["plain-1", "press-9"]  # listed once, though the store also holds it
+
+
+def test_all_dedicated_runtime_has_the_same_interface(store_url: str) -> None:
+    settings = RuntimeSettings(hosts=1, default_placement="dedicated")
+    with Runtime(store=store_url, settings=settings) as rt:
+        rt.ingest([telemetry(f"d-{i}", T0, temperature=20.0 + i) for i in range(3)])
+        doc = rt.twin("d-1").patch_desired({"interval": 2})
+        assert doc["reported"] == {"temperature": 21.0}
+        assert rt.stats()["dedicated"] == 3
+        assert [d["id"] for d in rt.query().items] == ["d-0", "d-1", "d-2"]
+
+
+def test_passivation_and_reactivation_keep_state(store_url: str) -> None:
+    host = HostSettings(idle_timeout_s=0.3, sweep_interval_s=0.2, flush_interval_s=0.1)
+    with Runtime(store=store_url, settings=RuntimeSettings(hosts=2, host=host)) as rt:
+        rt.ingest([telemetry("p-1", T0 + k, temperature=20.0 + (k % 3)) for k in range(30)])
+        rt.twin("p-1").patch_desired({"interval": 7})
+        before = rt.twin("p-1").get()
+        deadline = time.monotonic() + 30
+        while rt.stats()["active"] and time.monotonic() < deadline:
+            time.sleep(0.2)
+        stats = rt.stats()
+        assert stats["active"] == 0
+        assert sum(h["passivated"] for h in stats["hosts"]) == 1
+        after = rt.twin("p-1").get()  # reactivated from the store
+        assert after == before
+        assert sum(h["activated"] for h in rt.stats()["hosts"]) == 1
+
+
+def test_restart_on_the_same_store_keeps_everything(store_url: str) -> None:
+    with Runtime(store=store_url) as rt:
+        rt.ingest([telemetry("r-1", T0 + k, temperature=20.0 + (k % 4)) for k in range(40)])
+        rt.twin("r-1").patch_desired({"interval": 3})
+        rt.twin("r-1").patch_tags({"site": "b"})
+        before = rt.twin("r-1").get()
+    with Runtime(store=store_url) as rt:
+        assert rt.twin("r-1").get() == before
+        # the model state came back too: the next reading scores as if nothing happened
+        rt.ingest([telemetry("r-1", T0 + 41, temperature=95.0)])
+        assert rt.twin("r-1").get()["anomaly"]["anomalous"] is True
