@@ -36,7 +36,7 @@ from twinfleet.twins import (
     family_for,
     validate_device_id,
 )
-from twinfleet.twins.errors import StoreUnavailable
+from twinfleet.twins.errors import StoreUnavailable, VersionConflict
 from twinfleet.twins.twin import ModelSlot
 
 from .messages import ApplyResult, DeviceMessage, Rejection
@@ -59,9 +59,10 @@ class HostSettings:
     sweep_interval_s: float = 5.0
     flush_batch: int = 2000
     load_batch: int = 1000
+    order_timeout_s: float = 10.0
 
     def __post_init__(self) -> None:
-        for name in ("flush_interval_s", "idle_timeout_s", "sweep_interval_s"):
+        for name in ("flush_interval_s", "idle_timeout_s", "sweep_interval_s", "order_timeout_s"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
         if self.flush_batch < 1 or self.load_batch < 1:
@@ -98,6 +99,9 @@ class TwinHost:
         self._dirty: set[str] = set()
         self._io = ThreadPoolExecutor(1, thread_name_prefix=f"twinfleet-store-{host_id}")
         self._activation = asyncio.Lock()
+        self._write_locks: dict[str, asyncio.Lock] = {}
+        self._turns: dict[str, int] = {}  # router -> sequence number of its next batch
+        self._turn_changed = asyncio.Condition()
         self._tasks: list[asyncio.Task[None]] = []
         self._stopped = False
         self._counters = dict.fromkeys(
@@ -142,6 +146,8 @@ class TwinHost:
 
     async def stop(self) -> int:
         """Stop the loops, flush every dirty twin and close the store; return twins flushed."""
+        if self._stopped and not self._tasks:
+            return 0
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -218,13 +224,11 @@ class TwinHost:
             log.warning("host %s: cannot restore model %r; using a fresh ewma", self.host_id, name)
             return self._models.create("ewma")
 
-    async def _twin(
-        self, twin_id: str, *, create_type: str | None = None, create: bool = False
-    ) -> Twin:
+    async def _twin(self, twin_id: str) -> Twin:
         twin = self._twins.get(twin_id)
         if twin is None:
             validate_device_id(twin_id)
-            await self._activate([twin_id], create={twin_id: create_type} if create else None)
+            await self._activate([twin_id])
             twin = self._twins.get(twin_id)
             if twin is None:
                 raise TwinNotFound(twin_id)
@@ -264,6 +268,7 @@ class TwinHost:
             twin = twins.get(twin_id)
             if twin is None:
                 continue  # rejected above
+            was_online = twin.online
             try:
                 changed = twin.apply_message(msg[1], msg[2], now=now, ts=msg[3], protocol=msg[4])
             except TwinfleetError as err:
@@ -278,16 +283,59 @@ class TwinHost:
                 dirty.add(twin_id)
             else:
                 stale += 1
+                if not was_online:
+                    dirty.add(twin_id)  # presence changed, even if no value did
         counters = self._counters
         counters["applied"] += applied
         counters["stale"] += stale
         counters["rejected"] += len(rejected)
         return ApplyResult(applied, stale, tuple(rejected))
 
-    async def apply_packed(self, blob: bytes) -> ApplyResult:
-        """``apply`` for a batch pickled by the router (a list of message tuples)."""
+    async def apply_packed(
+        self, blob: bytes, *, sender: str = "", seq: int = -1, first: int = 0
+    ) -> ApplyResult:
+        """``apply`` for a batch pickled by a router, in the router's order.
+
+        Ray may run an async actor's calls in any order, so each router numbers its batches
+        per host (``seq``); a batch waits for its predecessors. ``first`` is the router's oldest
+        unanswered batch: where a host that has not heard from this router (or was restarted)
+        starts counting. A predecessor that never comes is given up on after a timeout.
+        """
         messages: list[DeviceMessage] = pickle.loads(blob)  # noqa: S301 - from our own router
-        return await self.apply(messages)
+        if seq < 0:
+            return await self.apply(messages)
+        await self._await_turn(sender, seq, first)
+        try:
+            return await self.apply(messages)
+        finally:
+            await self._end_turn(sender, seq)
+
+    async def _await_turn(self, sender: str, seq: int, first: int) -> None:
+        turns = self._turns
+        if sender not in turns:
+            turns[sender] = first
+        if turns[sender] >= seq:
+            return
+        async with self._turn_changed:
+            try:
+                await asyncio.wait_for(
+                    self._turn_changed.wait_for(lambda: turns[sender] >= seq),
+                    timeout=self._settings.order_timeout_s,
+                )
+            except TimeoutError:
+                log.warning(
+                    "host %s: batch %d of router %s waited %.0f s for batch %d; applying it",
+                    self.host_id,
+                    seq,
+                    sender[:8],
+                    self._settings.order_timeout_s,
+                    turns[sender],
+                )
+
+    async def _end_turn(self, sender: str, seq: int) -> None:
+        async with self._turn_changed:
+            self._turns[sender] = max(self._turns[sender], seq + 1)
+            self._turn_changed.notify_all()
 
     # -- application calls --------------------------------------------------------------------
 
@@ -304,11 +352,16 @@ class TwinHost:
         expected_version: int | None = None,
         device_type: str | None = None,
     ) -> dict[str, Any]:
-        """Merge-patch desired state, durably; creates the twin if it does not exist."""
-        self._ensure_started()
-        twin = await self._twin(twin_id, create=True, create_type=device_type)
+        """Merge-patch desired state, durably; creates the twin if it does not exist.
+
+        A missing twin counts as version 0, so ``expected_version=0`` means "only if new".
+        """
         return await self._write(
-            twin, lambda now: twin.patch_desired(patch, now=now, expected_version=expected_version)
+            twin_id,
+            lambda twin, now: twin.patch_desired(patch, now=now, expected_version=expected_version),
+            create_type=device_type,
+            create=True,
+            expected_version=expected_version,
         )
 
     async def patch_tags(
@@ -319,21 +372,17 @@ class TwinHost:
         expected_version: int | None = None,
     ) -> dict[str, Any]:
         """Merge-patch the twin's tags, durably."""
-        self._ensure_started()
-        twin = await self._twin(twin_id)
         return await self._write(
-            twin, lambda now: twin.patch_tags(patch, now=now, expected_version=expected_version)
+            twin_id,
+            lambda twin, now: twin.patch_tags(patch, now=now, expected_version=expected_version),
         )
 
     async def register(self, entry: Mapping[str, Any]) -> dict[str, Any]:
         """Create (or update type and tags of) the twin of a registry entry, durably."""
-        self._ensure_started()
-        twin_id = validate_device_id(entry["id"])
-        twin = await self._twin(twin_id, create=True, create_type=entry.get("type"))
+        device_type = entry.get("type")
 
-        def change(now: float) -> bool:
+        def change(twin: Twin, now: float) -> bool:
             changed = False
-            device_type = entry.get("type")
             if device_type and device_type != twin.type:
                 twin.type = device_type
                 twin.family = family_for(device_type)
@@ -342,37 +391,87 @@ class TwinHost:
             tags = entry.get("tags")
             if tags:
                 changed = twin.patch_tags(tags, now=now) or changed
-            return changed or twin_id in self._dirty
+            return changed
 
-        return await self._write(twin, change, registry=entry)
+        return await self._write(
+            validate_device_id(entry["id"]),
+            change,
+            create_type=device_type,
+            create=True,
+            registry=entry,
+        )
 
     async def _write(
         self,
-        twin: Twin,
-        change: Callable[[float], bool],
+        twin_id: str,
+        change: Callable[[Twin, float], bool],
         *,
+        create_type: str | None = None,
+        create: bool = False,
+        expected_version: int | None = None,
         registry: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """Apply ``change`` and commit the twin before answering; undo it if the store fails."""
-        version = twin.version
-        undo = (twin.desired, twin.desired_ts, twin.tags, twin.type, twin.family, twin.model)
-        if not change(self._clock()):
+        """Apply ``change`` to a twin and commit it before answering; undo it if that fails.
+
+        Application writes to one twin take turns (device messages still flow meanwhile), so
+        an undo never takes another acknowledged write with it.
+        """
+        self._ensure_started()
+        validate_device_id(twin_id)
+        lock = self._write_locks.get(twin_id)
+        if lock is None:
+            lock = self._write_locks[twin_id] = asyncio.Lock()
+        async with lock:
+            twin = self._twins.get(twin_id)
+            if twin is None:
+                await self._activate([twin_id])
+                twin = self._twins.get(twin_id)
+            created = twin is None
+            if twin is None:
+                if not create:
+                    raise TwinNotFound(twin_id)
+                if expected_version not in (None, 0):
+                    raise VersionConflict(twin_id, expected_version, 0)
+                await self._activate([twin_id], create={twin_id: create_type})
+                twin = self._twins[twin_id]
+            now = self._clock()
+            self._last_used[twin_id] = now
+            version, updated = twin.version, twin.updated
+            undo = (twin.desired, twin.desired_ts, twin.tags, twin.type, twin.family, twin.model)
+            if not change(twin, now) and not created and registry is None:
+                return twin.document()
+            bumped = twin.version - version
+            snapshot = twin.snapshot()
+            self._dirty.discard(twin_id)  # this commit covers everything up to now
+            try:
+                await self._run(self._store.commit, snapshot, registry=registry)
+            except Exception as err:
+                if created:
+                    self._forget(twin_id)
+                else:
+                    # Patches replace these containers rather than mutate them: this is exact.
+                    (
+                        twin.desired,
+                        twin.desired_ts,
+                        twin.tags,
+                        twin.type,
+                        twin.family,
+                        twin.model,
+                    ) = undo
+                    if twin.version == version + bumped:  # no device message meanwhile
+                        twin.version, twin.updated = version, updated
+                    self._dirty.add(twin_id)
+                if isinstance(err, TwinfleetError):
+                    raise
+                raise StoreUnavailable(f"the state store could not commit: {err}") from err
+            self._counters["commits"] += 1
             return twin.document()
-        snapshot = twin.snapshot()
-        self._dirty.discard(twin.id)  # this commit covers everything up to now
-        try:
-            await self._run(self._store.commit, snapshot, registry=registry)
-        except Exception as err:
-            # Patches replace these containers rather than mutating them, so this is exact.
-            twin.desired, twin.desired_ts, twin.tags, twin.type, twin.family, twin.model = undo
-            if twin.version == version + 1:
-                twin.version = version  # nothing else happened meanwhile: as if never applied
-            self._dirty.add(twin.id)
-            if isinstance(err, TwinfleetError):
-                raise
-            raise StoreUnavailable(f"the state store could not commit: {err}") from err
-        self._counters["commits"] += 1
-        return twin.document()
+
+    def _forget(self, twin_id: str) -> None:
+        """Drop a twin from memory without saving it."""
+        self._twins.pop(twin_id, None)
+        self._last_used.pop(twin_id, None)
+        self._dirty.discard(twin_id)
 
     async def query(
         self,
@@ -389,6 +488,8 @@ class TwinHost:
         passive twins this host owns under ``placement``.
         """
         self._ensure_started()
+        if limit < 1:
+            return QueryPage((), frozenset())
         live = sorted(
             twin_id
             for twin_id, twin in self._twins.items()
@@ -495,6 +596,10 @@ class TwinHost:
         for twin_id in ids:
             if twin_id in self._dirty:
                 continue  # changed while we were saving: keep it for the next sweep
+            lock = self._write_locks.get(twin_id)
+            if lock is not None and lock.locked():
+                continue  # an application write is under way
+            self._write_locks.pop(twin_id, None)
             twin = self._twins.pop(twin_id, None)
             self._last_used.pop(twin_id, None)
             if twin is not None:

@@ -13,6 +13,7 @@ import logging
 import pickle
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +25,8 @@ from .messages import ApplyResult, DeviceMessage, Rejection
 __all__ = ["Router", "RouterSettings"]
 
 log = logging.getLogger(__name__)
+
+_Pending = tuple["ray.ObjectRef[ApplyResult]", int, int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,10 +60,11 @@ class Router:
         self._lock = threading.RLock()
         self._buffers: dict[Any, list[DeviceMessage]] = {}
         self._oldest: dict[Any, float] = {}
-        # host -> [(ref, batch size)] of batches sent and not yet accounted for
-        self._in_flight: dict[Any, list[tuple[ray.ObjectRef[ApplyResult], int]]] = (
-            collections.defaultdict(list)
-        )
+        # host -> [(ref, batch size, sequence number)] of batches sent, not yet accounted for
+        self._in_flight: dict[Any, list[_Pending]] = collections.defaultdict(list)
+        # Ray runs an async actor's calls in any order: hosts put batches back in sequence.
+        self._sender = uuid.uuid4().hex
+        self._seq: dict[Any, int] = collections.defaultdict(int)
         self.applied = 0
         self.stale = 0
         self.rejected = 0
@@ -97,14 +101,17 @@ class Router:
             self._settle(pending, wait_for=len(pending) - self._settings.max_in_flight + 1)
         # One pickled blob per batch: Ray would otherwise serialise every message separately.
         blob = pickle.dumps([tuple(m) for m in batch], protocol=pickle.HIGHEST_PROTOCOL)
-        pending.append((host.apply_packed.remote(blob), len(batch)))
+        seq = self._seq[host]
+        self._seq[host] = seq + 1
+        first = min((p[2] for p in pending), default=seq)  # oldest unanswered: where to resume
+        ref = host.apply_packed.remote(blob, sender=self._sender, seq=seq, first=first)
+        pending.append((ref, len(batch), seq))
         self.batches += 1
 
-    def _settle(
-        self, pending: list[tuple[ray.ObjectRef[ApplyResult], int]], *, wait_for: int
-    ) -> None:
+    def _settle(self, pending: list[_Pending], *, wait_for: int) -> None:
         """Wait for ``wait_for`` of ``pending`` to finish; account for every finished one."""
-        sizes = dict(pending)
+        by_ref = {p[0]: p for p in pending}
+        sizes = {p[0]: p[1] for p in pending}
         refs = list(sizes)
         done: list[ray.ObjectRef[ApplyResult]] = []
         if wait_for > 0:
@@ -112,7 +119,7 @@ class Router:
         if refs:
             more, refs = ray.wait(refs, num_returns=len(refs), timeout=0)
             done.extend(more)
-        pending[:] = [(ref, sizes[ref]) for ref in refs]
+        pending[:] = [by_ref[ref] for ref in refs]
         for ref in done:
             try:
                 self._account(ray.get(ref))

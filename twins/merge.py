@@ -10,6 +10,7 @@ from .errors import InvalidPatch
 
 __all__ = [
     "FLOOR",
+    "SEEN",
     "delta",
     "merge_patch",
     "merge_timestamped",
@@ -73,9 +74,11 @@ def merge_patch(target: dict[str, Any], patch: Mapping[str, Any]) -> bool:
 
 
 FLOOR = "\x00floor"
-"""Key, in a stamp tree's object, of the time before which that whole object is obsolete.
+"""Key, in a stamp tree's object, of the time before which that whole object is obsolete."""
+SEEN = "\x00seen"
+"""Key, in a stamp tree's object, of the newest patch that addressed the object itself.
 
-Device keys cannot hold NUL (``validate_values`` refuses them), so it never meets a real key.
+Device keys cannot hold NUL (``validate_values`` refuses them), so neither meets a real key.
 """
 
 
@@ -134,8 +137,13 @@ def merge_timestamped(
                 created = True
                 # The leaf or tombstone this object replaces was current until now.
                 stamps[key] = {} if old is None else {FLOOR: newest(old)}
+            child_stamps = stamps[key]
+            if child_stamps.get(FLOOR, 0.0) > ts:
+                continue  # a newer leaf or null replaced the object this patch addresses
+            if child_stamps.get(SEEN, 0.0) < ts:
+                child_stamps[SEEN] = ts  # the object exists from here on, even if empty
             # A new (even empty) object is a change of its own, as in RFC 7396.
-            accepted += merge_timestamped(child, stamps[key], value, ts) or int(created)
+            accepted += merge_timestamped(child, child_stamps, value, ts) or int(created)
     return accepted
 
 

@@ -127,6 +127,8 @@ class Twin:
             ts = parse_timestamp(payload.pop("ts"))
         if ts is None:
             ts = now
+        elif type(ts) is not float:
+            ts = parse_timestamp(ts)
         # Fast path: numbers and short strings into keys that already exist, merged in place.
         # Anything that can grow the document (new keys, objects, lists, long strings, nulls)
         # is merged on a copy and size-checked first.

@@ -351,7 +351,9 @@ def test_nested_reported_patch_with_mixed_stale_and_fresh_leaves() -> None:
 
     assert accepted == 2
     assert twin.reported == {"gps": {"lat": 5.0, "lon": 2.0, "alt": 7.0}}
-    assert twin.reported_ts == {"gps": {"lat": T0 + 20, "lon": T0 + 30, "alt": T0 + 20}}
+    assert twin.document()["metadata"]["reported"] == {
+        "gps": {"lat": T0 + 20, "lon": T0 + 30, "alt": T0 + 20}
+    }
     assert twin.version == 3
 
 
