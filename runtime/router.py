@@ -9,12 +9,13 @@ A batch whose host died is retried by Ray on the restarted actor.
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import pickle
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -162,6 +163,13 @@ class Router:
             for pending in pending_lists:
                 if pending:
                     self._settle(pending, wait_for=len(pending))
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """Hold every caller of ``route`` while the block runs, with nothing in flight."""
+        with self._lock:
+            self.flush()
+            yield
 
     def close(self) -> None:
         """Flush, then stop the timer thread."""

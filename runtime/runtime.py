@@ -145,6 +145,37 @@ class Runtime:
         """The current placement of virtual twins over hosts."""
         return self._placement
 
+    def scale(self, hosts: int) -> Placement:
+        """Grow or shrink the virtual hosts to ``hosts``; returns the new placement.
+
+        Device messages wait meanwhile. Twins whose owner changes are snapshotted and dropped by
+        their old host and activated by the new one on their next message or call; rendezvous
+        hashing moves only the share of the hosts added or removed.
+        """
+        if hosts < 1:
+            raise ValueError("a runtime needs at least one host")
+        with self._router.paused():
+            names = tuple(f"host-{i}" for i in range(hosts))
+            added = {
+                name: spawn_host(name, store_url=self.store_url, settings=self.settings.host)
+                for name in names
+                if name not in self._hosts
+            }
+            self._get([h.start.remote() for h in added.values()])
+            placement = Placement(names)
+            kept = {n: h for n, h in self._hosts.items() if n in names}
+            removed = {n: h for n, h in self._hosts.items() if n not in names}
+            self._get([h.release.remote(placement) for h in kept.values()])
+            self._get([h.stop.remote() for h in removed.values()])
+            for host in removed.values():
+                ray.kill(host, no_restart=True)
+            with self._owners_lock:
+                self._hosts = {**kept, **added}
+                self._placement = placement
+                self._owners.clear()
+        log.info("runtime scaled to %d hosts", hosts)
+        return placement
+
     def _owner_of(self, twin_id: str) -> Any:
         host = self._owners.get(twin_id)
         if host is None:

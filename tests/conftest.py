@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -62,14 +63,23 @@ def ray_session() -> Iterator[None]:
     ray.shutdown()
 
 
-@pytest.fixture
-def no_ray(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Fail the test if it tries to start Ray (unit tests of the plain logic)."""
+@pytest.fixture(autouse=True)
+def _ray_only_where_asked(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests that do not ask for ``ray_session`` cannot start Ray, nor use one left running.
+
+    (Ray Serve does the same for its controller's unit tests.) Subprocesses are not affected.
+    """
+    if "ray_session" in request.fixturenames or "ray" not in sys.modules:
+        return
+    ray = sys.modules["ray"]
 
     def forbidden(*args: object, **kwargs: object) -> None:
-        raise AssertionError("unit tests must not start Ray")
+        raise AssertionError("this test must not use Ray: ask for the ray_session fixture")
 
-    import sys
+    monkeypatch.setattr(ray, "init", forbidden)
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
 
-    if "ray" in sys.modules:
-        monkeypatch.setattr(sys.modules["ray"], "init", forbidden)
+
+@pytest.fixture
+def no_ray() -> None:
+    """Documents that a test runs without Ray (the autouse guard enforces it)."""

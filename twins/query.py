@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from .merge import same
 from .twin import Twin
 
 __all__ = ["TwinFilter"]
@@ -57,4 +58,4 @@ class TwinFilter:
             return False
         if self.anomalous is not None and anomalous != self.anomalous:
             return False
-        return all(key in tags and tags[key] == want for key, want in self.tags.items())
+        return all(key in tags and same(tags[key], want) for key, want in self.tags.items())

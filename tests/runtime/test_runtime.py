@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from collections.abc import Iterator
 
 import pytest
 
 from twinfleet import Runtime
-from twinfleet.runtime import DeviceMessage, HostSettings, RuntimeSettings
+from twinfleet.runtime import DeviceMessage, HostSettings, RouterSettings, RuntimeSettings
 from twinfleet.twins import TwinFilter, TwinNotFound, VersionConflict
 from twinfleet.twins.errors import InvalidDeviceId
 
@@ -208,3 +210,71 @@ def test_restart_on_the_same_store_keeps_everything(store_url: str) -> None:
         # the model state came back too: the next reading scores as if nothing happened
         rt.ingest([telemetry("r-1", T0 + 41, temperature=95.0)])
         assert rt.twin("r-1").get()["anomaly"]["anomalous"] is True
+
+
+def test_messages_of_one_twin_apply_in_the_order_sent(store_url: str) -> None:
+    # One message per Ray call and many calls in flight: Ray may run them in any order, the
+    # hosts must not.
+    settings = RuntimeSettings(hosts=2, router=RouterSettings(max_batch=1, max_in_flight=16))
+    with Runtime(store=store_url, settings=settings) as rt:
+        rt.ingest(
+            DeviceMessage("o-1", "telemetry", {"seq": k}, T0 + k, "test", "smart-sensor")
+            for k in range(400)
+        )
+        rt.flush()
+        stats = rt.stats()
+        assert (stats["applied"], stats["stale"]) == (400, 0)
+        doc = rt.twin("o-1").get()
+        assert doc["reported"]["seq"] == 399
+        assert doc["version"] == 400
+
+
+def test_scaling_hosts_moves_twins_and_keeps_their_state(runtime: Runtime) -> None:
+    ids = [f"sc-{i:03d}" for i in range(300)]
+    runtime.ingest(telemetry(i, T0, temperature=float(n)) for n, i in enumerate(ids))
+    runtime.twin("sc-007").patch_desired({"interval": 9})
+    before = {i: runtime.twin(i).get() for i in ("sc-007", "sc-123", "sc-299")}
+    old = runtime.placement
+
+    new = runtime.scale(3)
+    moved = old.moves(new, ids)
+    assert 0 < len(moved) < 200  # about a third: only the new host's share moves
+    assert all(to == "host-2" for _, to in moved.values())
+    for twin_id, doc in before.items():
+        assert runtime.twin(twin_id).get() == doc
+    runtime.ingest(telemetry(i, T0 + 1, temperature=50.0) for i in ids)
+    runtime.flush()
+    stats = runtime.stats()
+    assert [h["host"] for h in stats["hosts"]] == ["host-0", "host-1", "host-2"]
+    assert [h["active"] for h in stats["hosts"]] == [
+        sum(1 for i in ids if new.owner(i) == h) for h in new.hosts
+    ]  # no twin is active on two hosts
+    assert runtime.twin("sc-007").get()["desired"] == {"interval": 9}
+
+    runtime.scale(1)
+    assert runtime.stats()["hosts"][0]["host"] == "host-0"
+    assert runtime.query(limit=1000).items[-1]["reported"]["temperature"] == 50.0
+    assert len(runtime.query(limit=1000).items) == 300
+    assert runtime.twin("sc-007").get()["desired"] == {"interval": 9}
+
+
+def test_a_host_process_dying_loses_no_acknowledged_write(store_url: str) -> None:
+    settings = RuntimeSettings(hosts=2, host=HostSettings(flush_interval_s=0.2))
+    with Runtime(store=store_url, settings=settings) as rt:
+        ids = [f"k-{i:02d}" for i in range(40)]
+        rt.ingest(telemetry(i, T0, temperature=1.0) for i in ids)
+        for i in ids[:10]:
+            rt.twin(i).patch_desired({"mode": "eco"})
+        rt.persist()
+        victim = rt.stats()["hosts"][0]
+        os.kill(victim["pid"], signal.SIGKILL)
+        # Ray restarts the host; it activates its twins again from the store.
+        rt.ingest(telemetry(i, T0 + 1, temperature=2.0) for i in ids)
+        rt.flush()
+        assert rt.stats()["failed"] == 0
+        for i in ids:
+            doc = rt.twin(i).get()
+            assert doc["reported"]["temperature"] == 2.0
+            if i in ids[:10]:
+                assert doc["desired"] == {"mode": "eco"}
+        assert rt.stats()["hosts"][0]["pid"] != victim["pid"]
