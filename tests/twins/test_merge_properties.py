@@ -135,8 +135,11 @@ READING = st.fixed_dictionaries(
 
 
 @st.composite
-def readings_and_two_orders(draw: st.DrawFn) -> tuple[list[tuple[float, Any]], list[int]]:
-    patches = draw(st.lists(READING, min_size=1, max_size=8))
+def readings_and_two_orders(
+    draw: st.DrawFn, reading: st.SearchStrategy[dict[str, Any]] = READING
+) -> tuple[list[tuple[float, Any]], list[int]]:
+    """Readings with distinct timestamps, and a second arrival order for them."""
+    patches = draw(st.lists(reading, min_size=1, max_size=8))
     stamps = draw(
         st.lists(st.integers(0, 10_000), min_size=len(patches), max_size=len(patches), unique=True)
     )
@@ -205,18 +208,8 @@ SHAPE_SHIFTING_READING = st.fixed_dictionaries(
 )
 
 
-@st.composite
-def shifting_readings_and_order(draw: st.DrawFn) -> tuple[list[tuple[float, Any]], list[int]]:
-    patches = draw(st.lists(SHAPE_SHIFTING_READING, min_size=1, max_size=8))
-    stamps = draw(
-        st.lists(st.integers(0, 10_000), min_size=len(patches), max_size=len(patches), unique=True)
-    )
-    readings = [(float(ts), patch) for ts, patch in zip(stamps, patches, strict=True)]
-    return readings, list(draw(st.permutations(range(len(readings)))))
-
-
 @PROPERTY_SETTINGS
-@given(case=shifting_readings_and_order())
+@given(case=readings_and_two_orders(SHAPE_SHIFTING_READING))
 def test_deletes_and_shape_changes_converge_whatever_the_arrival_order(
     case: tuple[list[tuple[float, Any]], list[int]],
 ) -> None:
