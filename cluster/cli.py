@@ -71,7 +71,13 @@ def cli() -> None:
     envvar="TWINFLEET_DURATION",
     help="Stop after this many seconds (default: run until stopped).",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the final fleet summary as JSON.")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    envvar="TWINFLEET_JSON",
+    help="Print the final fleet summary as JSON.",
+)
 def up(  # noqa: PLR0917 - click passes options positionally
     data_dir: Path,
     store: str | None,

@@ -70,6 +70,9 @@ def run_up(options: UpOptions, *, console: Console | None = None) -> dict[str, A
         ray_address=options.ray_address,
         settings=RuntimeSettings(hosts=options.hosts),
     )
+    # ray.init replaces the SIGTERM handler with one that calls sys.exit(15): take SIGTERM
+    # back so it stops the platform through the same clean path as Ctrl-C, exit status 0.
+    signal.signal(signal.SIGTERM, stop)
     summary: dict[str, Any] = {}
     try:
         simulator = (
@@ -135,6 +138,7 @@ def _watch(
     feeder: Callable[[], _Feeder | None],
 ) -> dict[str, Any]:
     last_applied, last_time = 0, time.monotonic()
+    last_logged = last_time
     summary: dict[str, Any] = {}
     with Live(console=console, refresh_per_second=2, transient=False) as live:
         while not stop.wait(1.0):
@@ -151,8 +155,14 @@ def _watch(
                 "rejected": stats["rejected"],
             }
             live.update(_table(summary))
+            if not console.is_terminal and now - last_logged >= 10.0:
+                # Off a terminal (a service's log) Live draws nothing until the end.
+                last_logged = now
+                console.print("twinfleet: " + ", ".join(f"{k} {v}" for k, v in summary.items()))
             if deadline is not None and now >= deadline:
                 break
+    if not console.is_terminal:
+        console.line()  # off a terminal, Live leaves its last frame without a newline
     running = feeder()
     if running is not None and running.error is not None:
         raise running.error

@@ -122,7 +122,8 @@ class Runtime:
                 "namespace": namespace or "twinfleet",
                 **(ray_options or {}),
             }
-            ray.init(address=ray_address, **options)
+            # "local" starts a Ray of our own rather than joining one a `ray start` left behind.
+            ray.init(address=ray_address or "local", **options)
             self._started_ray = True
         names = tuple(f"host-{i}" for i in range(self.settings.hosts))
         self._hosts: dict[str, Any] = {

@@ -1,0 +1,231 @@
+"""``twinfleet`` run the way a user runs it: the installed console script, as a child process.
+
+Every run that gets past option parsing starts a local Ray of its own (5-8 s), so these tests
+keep such runs few. Each child runs in its own session, with ``RAY_ADDRESS`` emptied so it
+never joins another Ray; it and whatever it started are killed if a test ends early.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from twinfleet.runtime.stores import open_store
+
+pytestmark = pytest.mark.slow
+
+TWINFLEET = Path(sys.executable).with_name("twinfleet")
+RUN_TIMEOUT_S = 180.0  # Ray start, the run and the shutdown, on a loaded 2-core machine
+QUICK_TIMEOUT_S = 60.0  # no Ray: option parsing only
+UP_OPTIONS = (
+    "--data-dir",
+    "--store",
+    "--ray-address",
+    "--hosts",
+    "--simulate",
+    "--interval",
+    "--duration",
+    "--json",
+)
+
+
+def _env(extra: Mapping[str, str] | None) -> dict[str, str]:
+    """This environment without any TWINFLEET_* setting, never pointing at another Ray."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TWINFLEET_")}
+    env["RAY_ADDRESS"] = ""
+    env.update(extra or {})
+    return env
+
+
+@contextmanager
+def _twinfleet(
+    *args: str, cwd: Path, env: Mapping[str, str] | None = None
+) -> Iterator[subprocess.Popen[str]]:
+    """``twinfleet *args`` as a child in its own session; its process group is killed after."""
+    proc = subprocess.Popen(
+        [str(TWINFLEET), *args],
+        cwd=cwd,
+        env=_env(env),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        yield proc
+    finally:
+        # Whatever is left in the child's group (it, or a Ray it failed to stop) goes too.
+        with suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate(timeout=30)
+
+
+def _run(
+    *args: str, cwd: Path, env: Mapping[str, str] | None = None, timeout: float = RUN_TIMEOUT_S
+) -> subprocess.CompletedProcess[str]:
+    """Run ``twinfleet *args`` to completion within ``timeout`` seconds."""
+    with _twinfleet(*args, cwd=cwd, env=env) as proc:
+        out, err = proc.communicate(timeout=timeout)
+        return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def _snapshots(data_dir: Path) -> list[dict[str, Any]]:
+    """Every twin snapshot in the data directory's SQLite store (none if there is no store)."""
+    path = data_dir / "state.db"
+    if not path.exists():  # opening the store would create it
+        return []
+    store = open_store(f"sqlite:///{path}")
+    try:
+        snaps: list[dict[str, Any]] = []
+        while page := store.scan(after=snaps[-1]["id"] if snaps else None, limit=1000):
+            snaps.extend(page)
+        return snaps
+    finally:
+        store.close()
+
+
+def _stored_count(data_dir: Path) -> int:
+    """How many twin snapshots the data directory's store holds."""
+    path = data_dir / "state.db"
+    if not path.exists():
+        return 0
+    store = open_store(f"sqlite:///{path}")
+    try:
+        return store.count()
+    finally:
+        store.close()
+
+
+def _wait_until(
+    condition: Callable[[], bool], proc: subprocess.Popen[str], *, timeout: float
+) -> None:
+    """Poll ``condition`` until it holds; fail if the child exits first or time runs out."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if proc.poll() is not None:
+            _, err = proc.communicate()
+            pytest.fail(f"twinfleet exited early with {proc.returncode}:\n{err}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"condition not met within {timeout} s")
+        time.sleep(0.25)
+
+
+def _summary(stdout: str) -> dict[str, Any]:
+    """The JSON fleet summary ``--json`` prints as the last line."""
+    lines = stdout.strip().splitlines()
+    assert lines, "no output"
+    summary: dict[str, Any] = json.loads(lines[-1])
+    return summary
+
+
+def test_up_runs_a_simulated_fleet_and_prints_a_json_summary(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    done = _run(
+        "up", "--simulate", "300", "--duration", "6", "--json", "--data-dir", str(data_dir),
+        cwd=tmp_path,
+    )  # fmt: skip
+
+    assert done.returncode == 0, done.stderr
+    summary = _summary(done.stdout)
+    assert summary["twins"] == 300
+    assert summary["online"] == 300
+    assert summary["applied"] > 0
+    assert summary["rejected"] == 0
+    snaps = _snapshots(data_dir)
+    assert len(snaps) == 300
+    assert all(s["id"].startswith("sim-") and s["reported"] for s in snaps)
+    assert not (tmp_path / ".twinfleet").exists()
+
+
+def test_sigterm_stops_cleanly_and_flushes_state(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    with _twinfleet("up", "--simulate", "200", "--data-dir", str(data_dir), cwd=tmp_path) as proc:
+        _wait_until(lambda: _stored_count(data_dir) == 200, proc, timeout=RUN_TIMEOUT_S)
+        time.sleep(2.0)  # readings keep arriving; the ones just before SIGTERM must survive it
+        signalled_at = time.time()
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=RUN_TIMEOUT_S)
+
+    assert proc.returncode == 0, err
+    lines = out.splitlines()
+    assert any(line.startswith("twinfleet: shutting down, flushing state") for line in lines)
+    assert lines[-1] == "twinfleet: stopped"
+    snaps = _snapshots(data_dir)
+    assert len(snaps) == 200
+    # Each device reports once a second until the stop, so every twin's newest reading is
+    # recent; a few seconds of slack absorbs a busy machine.
+    newest = {s["id"]: max(s["reported_ts"].values()) for s in snaps}
+    stale = {i: round(signalled_at - ts, 2) for i, ts in newest.items() if ts < signalled_at - 3}
+    assert not stale
+
+
+def test_up_reads_its_options_from_the_environment(tmp_path: Path) -> None:
+    data_dir = tmp_path / "from-env"
+    env = {
+        "TWINFLEET_SIMULATE": "50",
+        "TWINFLEET_DURATION": "4",
+        "TWINFLEET_DATA_DIR": str(data_dir),
+    }
+    done = _run("up", "--json", cwd=tmp_path, env=env)
+
+    assert done.returncode == 0, done.stderr
+    summary = _summary(done.stdout)
+    assert summary["twins"] == 50
+    assert summary["applied"] > 0
+    assert _stored_count(data_dir) == 50
+    assert not (tmp_path / ".twinfleet").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (("--simulate", "-3"), {}, "Invalid value for '--simulate': -3"),
+        (("--simulate", "lots"), {}, "Invalid value for '--simulate': 'lots'"),
+        (("--hosts", "0"), {}, "Invalid value for '--hosts': 0"),
+        ((), {"TWINFLEET_SIMULATE": "-3"}, "Invalid value for '--simulate': -3"),
+    ],
+    ids=["negative", "not-a-number", "no-hosts", "from-env"],
+)
+def test_up_rejects_bad_options_before_starting_anything(
+    tmp_path: Path, args: tuple[str, ...], env: dict[str, str], message: str
+) -> None:
+    data_dir = tmp_path / "data"
+    done = _run(
+        "up", *args, "--data-dir", str(data_dir), cwd=tmp_path, env=env, timeout=QUICK_TIMEOUT_S
+    )
+
+    assert done.returncode == 2
+    assert message in done.stderr
+    assert "twinfleet up --help" in done.stderr
+    assert "Ray" not in done.stderr
+    assert done.stdout == ""
+    assert not data_dir.exists()
+
+
+def test_help_and_version(tmp_path: Path) -> None:
+    top = _run("--help", cwd=tmp_path, timeout=QUICK_TIMEOUT_S)
+    assert top.returncode == 0, top.stderr
+    assert "Usage: twinfleet" in top.stdout
+    assert "up " in top.stdout
+    assert "--version" in top.stdout
+
+    up = _run("up", "--help", cwd=tmp_path, timeout=QUICK_TIMEOUT_S)
+    assert up.returncode == 0, up.stderr
+    assert "Usage: twinfleet up" in up.stdout
+    missing = [option for option in UP_OPTIONS if option not in up.stdout]
+    assert not missing
+
+    version = _run("--version", cwd=tmp_path, timeout=QUICK_TIMEOUT_S)
+    assert version.returncode == 0, version.stderr
+    assert version.stdout.strip() == "twinfleet, version 0.1.0"
