@@ -1,4 +1,4 @@
-"""The Ray shell around ``TwinHost``: the only module that applies ``ray.remote`` to it."""
+"""The Ray shell around ``TwinHost`` and ``EventHub``: the only module applying ``ray.remote``."""
 
 from __future__ import annotations
 
@@ -6,20 +6,40 @@ from typing import Any
 
 import ray
 
+from .events import Event, EventHub
 from .host import HostSettings, TwinHost
 from .stores import open_store
 
-__all__ = ["spawn_host"]
+__all__ = ["spawn_host", "spawn_hub"]
+
+
+class _HubSink:
+    """Hands a host's events to the hub actor, one batch after another (keeps their order)."""
+
+    def __init__(self, hub: Any) -> None:
+        self._hub = hub
+
+    async def publish(self, events: list[Event]) -> int:
+        last: int = await self._hub.publish.remote(events)
+        return last
 
 
 class _RemoteTwinHost(TwinHost):
     """A ``TwinHost`` that opens its own store from a URL inside the actor process."""
 
-    def __init__(self, host_id: str, store_url: str, settings: HostSettings) -> None:
-        super().__init__(host_id, open_store(store_url), settings=settings)
+    def __init__(
+        self, host_id: str, store_url: str, settings: HostSettings, hub: Any | None
+    ) -> None:
+        super().__init__(
+            host_id,
+            open_store(store_url),
+            settings=settings,
+            events=_HubSink(hub) if hub is not None else None,
+        )
 
 
 _TwinHostActor = ray.remote(_RemoteTwinHost)
+_EventHubActor = ray.remote(EventHub)
 
 
 def spawn_host(
@@ -27,6 +47,7 @@ def spawn_host(
     *,
     store_url: str,
     settings: HostSettings,
+    hub: Any | None = None,
     name: str | None = None,
     num_cpus: float = 0,
 ) -> Any:
@@ -37,4 +58,11 @@ def spawn_host(
         max_restarts=-1,
         max_task_retries=3,
         max_concurrency=1000,
-    ).remote(host_id, store_url, settings)
+    ).remote(host_id, store_url, settings, hub)
+
+
+def spawn_hub(*, capacity: int = 100_000, name: str | None = None) -> Any:
+    """Start the ``EventHub`` Ray actor (long polls wait in it, hence the concurrency)."""
+    return _EventHubActor.options(
+        name=name, num_cpus=0, max_restarts=-1, max_concurrency=10_000
+    ).remote(capacity=capacity)

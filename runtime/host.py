@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import logging
 import os
 import pickle
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import uuid
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
@@ -28,6 +30,8 @@ import psutil
 
 from twinfleet.models import ModelRegistry, default_registry
 from twinfleet.twins import (
+    FINAL_STATUSES,
+    CommandRequest,
     Twin,
     TwinFilter,
     TwinfleetError,
@@ -39,11 +43,12 @@ from twinfleet.twins import (
 from twinfleet.twins.errors import StoreUnavailable, VersionConflict
 from twinfleet.twins.twin import ModelSlot
 
+from .events import Event, EventSink
 from .messages import ApplyResult, DeviceMessage, Rejection
 from .placement import Placement
 from .stores import StateStore
 
-__all__ = ["HostSettings", "QueryPage", "TwinHost"]
+__all__ = ["HostSettings", "QueryPage", "TwinHost", "desired_document"]
 
 log = logging.getLogger(__name__)
 P = ParamSpec("P")
@@ -59,10 +64,17 @@ class HostSettings:
     sweep_interval_s: float = 5.0
     flush_batch: int = 2000
     load_batch: int = 1000
+    event_interval_s: float = 0.05
     order_timeout_s: float = 10.0
 
     def __post_init__(self) -> None:
-        for name in ("flush_interval_s", "idle_timeout_s", "sweep_interval_s", "order_timeout_s"):
+        for name in (
+            "flush_interval_s",
+            "idle_timeout_s",
+            "sweep_interval_s",
+            "order_timeout_s",
+            "event_interval_s",
+        ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
         if self.flush_batch < 1 or self.load_batch < 1:
@@ -77,6 +89,11 @@ class QueryPage:
     live: frozenset[str]
 
 
+def desired_document(twin: Twin) -> dict[str, Any]:
+    """What the device is told: ``{"version", "desired", "delta"}`` (published retained)."""
+    return {"version": twin.version, "desired": copy.deepcopy(twin.desired), "delta": twin.delta()}
+
+
 class TwinHost:
     """Hosts many twins: activation, messages, durable writes, snapshots, passivation."""
 
@@ -87,9 +104,13 @@ class TwinHost:
         *,
         settings: HostSettings | None = None,
         models: ModelRegistry | None = None,
+        events: EventSink | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.host_id = host_id
+        self._events = events
+        self._outbox: list[Event] = []
+        self._waiters: dict[tuple[str, str], list[asyncio.Future[dict[str, Any]]]] = {}
         self._store = store
         self._settings = settings or HostSettings()
         self._models = models or default_registry()
@@ -117,6 +138,9 @@ class TwinHost:
                 "commits",
                 "flush_errors",
                 "offline",
+                "events",
+                "commands_queued",
+                "commands_answered",
             ),
             0,
         )
@@ -133,6 +157,7 @@ class TwinHost:
         loop = asyncio.get_running_loop()
         self._tasks = [
             loop.create_task(self._every(self._settings.flush_interval_s, self.flush)),
+            loop.create_task(self._every(self._settings.event_interval_s, self.send_events)),
             loop.create_task(self._every(self._settings.sweep_interval_s, self.sweep)),
         ]
 
@@ -155,6 +180,7 @@ class TwinHost:
                 await task
         self._tasks = []
         self._stopped = True
+        await self.send_events()
         flushed = await self.flush()
         await self._run(self._store.close)
         self._io.shutdown(wait=True)
@@ -269,6 +295,7 @@ class TwinHost:
             if twin is None:
                 continue  # rejected above
             was_online = twin.online
+            was_anomalous = twin.anomalous
             try:
                 changed = twin.apply_message(msg[1], msg[2], now=now, ts=msg[3], protocol=msg[4])
             except TwinfleetError as err:
@@ -281,10 +308,13 @@ class TwinHost:
             if changed:
                 applied += 1
                 dirty.add(twin_id)
+                if twin.anomalous != was_anomalous:
+                    self._emit("anomaly", twin_id, self._anomaly_data(twin))
             else:
                 stale += 1
-                if not was_online:
-                    dirty.add(twin_id)  # presence changed, even if no value did
+            if not was_online:
+                dirty.add(twin_id)  # presence changed, even if no value did
+                self._emit("presence", twin_id, self._presence_data(twin))
         counters = self._counters
         counters["applied"] += applied
         counters["stale"] += stale
@@ -356,13 +386,177 @@ class TwinHost:
 
         A missing twin counts as version 0, so ``expected_version=0`` means "only if new".
         """
-        return await self._write(
+        doc: dict[str, Any] = await self._write(
             twin_id,
             lambda twin, now: twin.patch_desired(patch, now=now, expected_version=expected_version),
             create_type=device_type,
             create=True,
             expected_version=expected_version,
+            committed=lambda twin: self._emit("desired", twin.id, desired_document(twin)),
         )
+        return doc
+
+    async def desired(self, twin_id: str) -> dict[str, Any]:
+        """``{"version", "desired", "delta"}``: what a device is told to be."""
+        self._ensure_started()
+        return desired_document(await self._twin(twin_id))
+
+    async def device_offline(self, twin_id: str, *, protocol: str | None = None) -> bool:
+        """Mark a twin offline now (a last will); False if it was offline or does not exist."""
+        self._ensure_started()
+        try:
+            twin = await self._twin(twin_id)
+        except TwinNotFound:
+            return False
+        if protocol is not None and twin.protocol not in (None, protocol):
+            return False  # the device has moved to another protocol since
+        if not twin.mark_offline(now=self._clock()):
+            return False
+        self._dirty.add(twin_id)
+        self._counters["offline"] += 1
+        self._emit("presence", twin_id, self._presence_data(twin))
+        return True
+
+    # -- commands -----------------------------------------------------------------------------
+
+    async def send_command(
+        self, twin_id: str, request: Mapping[str, Any], *, command_id: str | None = None
+    ) -> dict[str, Any]:
+        """Queue a command durably, then wait up to its ``timeout_s`` for the device's answer.
+
+        Returns the command record: final if the device answered in time, else queued or sent.
+        """
+        command = CommandRequest(**request)
+        cmd_id = command_id or uuid.uuid4().hex[:16]
+
+        def change(twin: Twin, now: float) -> bool:
+            twin.add_command(command, cmd_id, now=now)
+            return True
+
+        record: dict[str, Any] = await self._write(
+            twin_id,
+            change,
+            answer=lambda twin: copy.deepcopy(twin.command(cmd_id)),
+            committed=lambda twin: self._command_event(twin, twin.command(cmd_id)),
+        )
+        self._counters["commands_queued"] += 1
+        if command.timeout_s <= 0 or record["status"] in FINAL_STATUSES:
+            return record
+        return await self.wait_command(twin_id, cmd_id, timeout_s=command.timeout_s)
+
+    async def wait_command(
+        self, twin_id: str, command_id: str, *, timeout_s: float
+    ) -> dict[str, Any]:
+        """The command record once final, or as it stands after ``timeout_s``."""
+        twin = await self._twin(twin_id)
+        record = twin.command(command_id)
+        if record["status"] in FINAL_STATUSES or timeout_s <= 0:
+            return copy.deepcopy(record)
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        waiters = self._waiters.setdefault((twin_id, command_id), [])
+        waiters.append(future)
+        try:
+            return await asyncio.wait_for(future, timeout_s)
+        except TimeoutError:
+            return copy.deepcopy((await self._twin(twin_id)).command(command_id))
+        finally:
+            if future in waiters:
+                waiters.remove(future)
+            if not waiters:
+                self._waiters.pop((twin_id, command_id), None)
+
+    async def get_command(self, twin_id: str, command_id: str) -> dict[str, Any]:
+        """The command record (``UnknownCommand`` if the twin has no such command)."""
+        self._ensure_started()
+        twin = await self._twin(twin_id)
+        self._expire_commands(twin)
+        return copy.deepcopy(twin.command(command_id))
+
+    async def claim_commands(
+        self, twin_id: str, *, protocol: str, ids: Collection[str] | None = None
+    ) -> list[dict[str, Any]]:
+        """Mark queued commands sent (durably) and return them for delivery; once each."""
+        claimed: list[dict[str, Any]] = []
+
+        def change(twin: Twin, now: float) -> bool:
+            claimed.extend(twin.claim_commands(ids, now=now))
+            return bool(claimed)
+
+        def committed(twin: Twin) -> None:
+            for record in claimed:
+                self._command_event(twin, record)
+
+        try:
+            await self._write(twin_id, change, answer=lambda twin: None, committed=committed)
+        except TwinNotFound:
+            return []
+        return [{k: r[k] for k in ("id", "name", "params", "expires_at")} for r in claimed]
+
+    async def command_response(
+        self, twin_id: str, command_id: str, response: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """Record a device's answer to a command, durably, and wake whoever waits for it."""
+
+        def change(twin: Twin, now: float) -> bool:
+            return twin.answer_command(command_id, response, now=now)
+
+        def committed(twin: Twin) -> None:
+            self._counters["commands_answered"] += 1
+            self._command_event(twin, twin.command(command_id))
+
+        record: dict[str, Any] = await self._write(
+            twin_id,
+            change,
+            answer=lambda twin: copy.deepcopy(twin.command(command_id)),
+            committed=committed,
+        )
+        return record
+
+    def _command_event(self, twin: Twin, record: Mapping[str, Any]) -> None:
+        data = {**record, "protocol": twin.protocol, "online": twin.online}
+        self._emit("command", twin.id, data)
+        if record["status"] in FINAL_STATUSES:
+            for future in self._waiters.pop((twin.id, record["id"]), []):
+                if not future.done():
+                    future.set_result(copy.deepcopy(dict(record)))
+
+    def _expire_commands(self, twin: Twin) -> None:
+        """Close a twin's commands whose time is up (written with its next snapshot)."""
+        for record in twin.expire_commands(now=self._clock()):
+            self._dirty.add(twin.id)
+            self._command_event(twin, record)
+
+    # -- events -------------------------------------------------------------------------------
+
+    def _emit(self, kind: str, twin_id: str, data: Mapping[str, Any]) -> None:
+        self._outbox.append(Event(kind, twin_id, data, self._clock()))
+
+    @staticmethod
+    def _presence_data(twin: Twin) -> dict[str, Any]:
+        return {
+            "online": twin.online,
+            "protocol": twin.protocol,
+            "pending_commands": twin.pending_commands(),
+        }
+
+    @staticmethod
+    def _anomaly_data(twin: Twin) -> dict[str, Any]:
+        return {
+            "model": twin.model.name if twin.model is not None else None,
+            "score": twin.anomaly_score,
+            "anomalous": twin.anomalous,
+            "since": twin.anomaly_since,
+        }
+
+    async def send_events(self) -> int:
+        """Hand the events so far to the event sink, in order; returns how many."""
+        if not self._outbox:
+            return 0
+        batch, self._outbox = self._outbox, []
+        if self._events is not None:
+            await self._events.publish(batch)
+        self._counters["events"] += len(batch)
+        return len(batch)
 
     async def patch_tags(
         self,
@@ -372,10 +566,11 @@ class TwinHost:
         expected_version: int | None = None,
     ) -> dict[str, Any]:
         """Merge-patch the twin's tags, durably."""
-        return await self._write(
+        doc: dict[str, Any] = await self._write(
             twin_id,
             lambda twin, now: twin.patch_tags(patch, now=now, expected_version=expected_version),
         )
+        return doc
 
     async def register(self, entry: Mapping[str, Any]) -> dict[str, Any]:
         """Create (or update type and tags of) the twin of a registry entry, durably."""
@@ -393,13 +588,14 @@ class TwinHost:
                 changed = twin.patch_tags(tags, now=now) or changed
             return changed
 
-        return await self._write(
+        doc: dict[str, Any] = await self._write(
             validate_device_id(entry["id"]),
             change,
             create_type=device_type,
             create=True,
             registry=entry,
         )
+        return doc
 
     async def _write(
         self,
@@ -410,8 +606,13 @@ class TwinHost:
         create: bool = False,
         expected_version: int | None = None,
         registry: Mapping[str, Any] | None = None,
-    ) -> dict[str, Any]:
+        answer: Callable[[Twin], Any] = Twin.document,
+        committed: Callable[[Twin], None] | None = None,
+    ) -> Any:  # what ``answer`` returns: the twin document unless told otherwise
         """Apply ``change`` to a twin and commit it before answering; undo it if that fails.
+
+        ``answer`` builds the reply from the twin, ``committed`` runs once the change is durable
+        (events, waking waiters).
 
         Application writes to one twin take turns (device messages still flow meanwhile), so
         an undo never takes another acknowledged write with it.
@@ -438,8 +639,9 @@ class TwinHost:
             self._last_used[twin_id] = now
             version, updated = twin.version, twin.updated
             undo = (twin.desired, twin.desired_ts, twin.tags, twin.type, twin.family, twin.model)
+            commands = copy.deepcopy(twin.commands)  # records change in place
             if not change(twin, now) and not created and registry is None:
-                return twin.document()
+                return answer(twin)
             bumped = twin.version - version
             snapshot = twin.snapshot()
             self._dirty.discard(twin_id)  # this commit covers everything up to now
@@ -458,6 +660,7 @@ class TwinHost:
                         twin.family,
                         twin.model,
                     ) = undo
+                    twin.commands = commands
                     if twin.version == version + bumped:  # no device message meanwhile
                         twin.version, twin.updated = version, updated
                     self._dirty.add(twin_id)
@@ -465,7 +668,9 @@ class TwinHost:
                     raise
                 raise StoreUnavailable(f"the state store could not commit: {err}") from err
             self._counters["commits"] += 1
-            return twin.document()
+            if committed is not None:
+                committed(twin)
+            return answer(twin)
 
     def _forget(self, twin_id: str) -> None:
         """Drop a twin from memory without saving it."""
@@ -572,6 +777,9 @@ class TwinHost:
             ):
                 self._dirty.add(twin.id)
                 offline += 1
+                self._emit("presence", twin.id, self._presence_data(twin))
+            if twin.commands:
+                self._expire_commands(twin)
         self._counters["offline"] += offline
         horizon = now - self._settings.idle_timeout_s
         idle = [i for i, used in self._last_used.items() if used < horizon]

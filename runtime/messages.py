@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal, NamedTuple
 
-__all__ = ["ApplyResult", "DeviceMessage", "Rejection"]
+__all__ = ["ApplyResult", "DeviceMessage", "IngestResult", "Rejection"]
 
 
 class DeviceMessage(NamedTuple):
@@ -35,4 +35,11 @@ class ApplyResult(NamedTuple):
 
     applied: int
     stale: int
+    rejected: tuple[Rejection, ...] = ()
+
+
+class IngestResult(NamedTuple):
+    """What ``Runtime.ingest`` accepted; malformed messages are rejected on the spot."""
+
+    accepted: int
     rejected: tuple[Rejection, ...] = ()

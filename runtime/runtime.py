@@ -19,9 +19,10 @@ from ray.exceptions import RayTaskError
 from twinfleet.twins import TwinFilter, TwinfleetError, validate_device_id
 from twinfleet.twins.errors import InvalidPatch
 
-from .actors import spawn_host
+from .actors import spawn_host, spawn_hub
+from .events import Event
 from .host import HostSettings, QueryPage
-from .messages import DeviceMessage, Rejection
+from .messages import DeviceMessage, IngestResult, Rejection
 from .placement import Placement
 from .router import Router, RouterSettings
 from .stores import StateStore, open_store, resolve_store_url
@@ -47,13 +48,6 @@ class RuntimeSettings:
             raise ValueError("a runtime needs at least one host")
         if self.default_placement not in ("virtual", "dedicated"):
             raise ValueError("default_placement is 'virtual' or 'dedicated'")
-
-
-class IngestResult(NamedTuple):
-    """What ``Runtime.ingest`` accepted; malformed messages are rejected on the spot."""
-
-    accepted: int
-    rejected: tuple[Rejection, ...] = ()
 
 
 class Page(NamedTuple):
@@ -126,10 +120,8 @@ class Runtime:
             ray.init(address=ray_address or "local", **options)
             self._started_ray = True
         names = tuple(f"host-{i}" for i in range(self.settings.hosts))
-        self._hosts: dict[str, Any] = {
-            name: spawn_host(name, store_url=self.store_url, settings=self.settings.host)
-            for name in names
-        }
+        self._hub = spawn_hub()
+        self._hosts: dict[str, Any] = {name: self._spawn(name) for name in names}
         self._placement = Placement(names)
         self._dedicated: dict[str, Any] = {}
         self._owners: dict[str, Any] = {}  # device id -> host actor, a cache of the placement
@@ -157,11 +149,7 @@ class Runtime:
             raise ValueError("a runtime needs at least one host")
         with self._router.paused():
             names = tuple(f"host-{i}" for i in range(hosts))
-            added = {
-                name: spawn_host(name, store_url=self.store_url, settings=self.settings.host)
-                for name in names
-                if name not in self._hosts
-            }
+            added = {name: self._spawn(name) for name in names if name not in self._hosts}
             self._get([h.start.remote() for h in added.values()])
             placement = Placement(names)
             kept = {n: h for n, h in self._hosts.items() if n in names}
@@ -176,6 +164,16 @@ class Runtime:
                 self._owners.clear()
         log.info("runtime scaled to %d hosts", hosts)
         return placement
+
+    def _spawn(self, host_id: str) -> Any:
+        return spawn_host(
+            host_id, store_url=self.store_url, settings=self.settings.host, hub=self._hub
+        )
+
+    @property
+    def hub(self) -> Any:
+        """The ``EventHub`` actor every host sends its events to."""
+        return self._hub
 
     def _owner_of(self, twin_id: str) -> Any:
         host = self._owners.get(twin_id)
@@ -194,9 +192,7 @@ class Runtime:
         with self._owners_lock:
             host = self._dedicated.get(twin_id)
             if host is None:
-                host = spawn_host(
-                    f"dedicated:{twin_id}", store_url=self.store_url, settings=self.settings.host
-                )
+                host = self._spawn(f"dedicated:{twin_id}")
                 self._dedicated[twin_id] = host
             return host
 
@@ -267,6 +263,51 @@ class Runtime:
             good.append(msg)
         self._router.route(good)
         return IngestResult(len(good), tuple(rejected))
+
+    def send_command(
+        self,
+        device_id: str,
+        name: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        timeout_s: float = 10.0,
+        ttl_s: float = 3600.0,
+    ) -> dict[str, Any]:
+        """Send a command; returns its record once the device answered or ``timeout_s`` passed.
+
+        The command is durable before delivery; an offline device gets it when it comes back,
+        unless ``ttl_s`` runs out first (status ``expired``).
+        """
+        request = {
+            "name": name,
+            "params": dict(params or {}),
+            "timeout_s": timeout_s,
+            "ttl_s": ttl_s,
+        }
+        record: dict[str, Any] = self._call(device_id, "send_command", device_id, request)
+        return record
+
+    def command(self, device_id: str, command_id: str) -> dict[str, Any]:
+        """The record of a command sent earlier."""
+        record: dict[str, Any] = self._call(device_id, "get_command", device_id, command_id)
+        return record
+
+    def events(
+        self,
+        *,
+        after: int = 0,
+        types: Sequence[str] | None = None,
+        twin_id: str | None = None,
+        timeout: float = 0.0,
+        limit: int = 1000,
+    ) -> list[Event]:
+        """Events with id > ``after``, waiting up to ``timeout`` s for the first one."""
+        self.flush()
+        self._get([h.send_events.remote() for h in self._all_hosts()])
+        events: list[Event] = self._get(
+            self._hub.poll.remote(after, types=types, twin_id=twin_id, timeout=timeout, limit=limit)
+        )
+        return events
 
     def flush(self) -> None:
         """Wait until every message ingested so far is applied by its twin."""
@@ -383,6 +424,7 @@ class Runtime:
         finally:
             for host in self._all_hosts():
                 ray.kill(host, no_restart=True)
+            ray.kill(self._hub, no_restart=True)
             self._store.close()
             if self._started_ray:
                 ray.shutdown()

@@ -5,17 +5,21 @@ Nothing here imports Ray, FastAPI or a network library.
 
 from __future__ import annotations
 
+from .commands import FINAL_STATUSES, CommandRequest, CommandStatus
 from .errors import (
     DocumentTooLarge,
     InvalidDeviceId,
     InvalidPatch,
     InvalidTimestamp,
+    MalformedPayload,
     NestingTooDeep,
     PayloadTooLarge,
     StoreUnavailable,
     TwinfleetError,
     TwinNotFound,
+    UnknownCommand,
     UnknownModel,
+    UnsupportedFormat,
     VersionConflict,
 )
 from .families import FAMILIES, GENERIC, DeviceFamily, Metric, family_for
@@ -33,15 +37,19 @@ from .twin import MessageKind, ModelSlot, Twin
 
 __all__ = [
     "FAMILIES",
+    "FINAL_STATUSES",
     "GENERIC",
     "MAX_DEPTH",
     "MAX_DOCUMENT_BYTES",
     "MAX_PAYLOAD_BYTES",
+    "CommandRequest",
+    "CommandStatus",
     "DeviceFamily",
     "DocumentTooLarge",
     "InvalidDeviceId",
     "InvalidPatch",
     "InvalidTimestamp",
+    "MalformedPayload",
     "MessageKind",
     "Metric",
     "ModelSlot",
@@ -52,7 +60,9 @@ __all__ = [
     "TwinFilter",
     "TwinNotFound",
     "TwinfleetError",
+    "UnknownCommand",
     "UnknownModel",
+    "UnsupportedFormat",
     "VersionConflict",
     "check_depth",
     "delta",

@@ -12,12 +12,15 @@ __all__ = [
     "InvalidDeviceId",
     "InvalidPatch",
     "InvalidTimestamp",
+    "MalformedPayload",
     "NestingTooDeep",
     "PayloadTooLarge",
     "StoreUnavailable",
     "TwinNotFound",
     "TwinfleetError",
+    "UnknownCommand",
     "UnknownModel",
+    "UnsupportedFormat",
     "VersionConflict",
 ]
 
@@ -107,6 +110,24 @@ class PayloadTooLarge(TwinfleetError):
     """A message payload over the size limit."""
 
     code = "payload_too_large"
+
+
+class MalformedPayload(TwinfleetError):
+    """A message body that cannot be decoded (bad JSON, CBOR or SenML, wrong shape)."""
+
+    code = "malformed_payload"
+
+
+class UnsupportedFormat(TwinfleetError):
+    """A content format (or topic shape) twinfleet does not read."""
+
+    code = "unsupported_format"
+
+
+class UnknownCommand(TwinfleetError):
+    """No command with this id exists for the twin."""
+
+    code = "command_not_found"
 
 
 class DocumentTooLarge(TwinfleetError):

@@ -9,13 +9,14 @@ against an optional expected version.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from math import isfinite
 from typing import Any, Literal, Protocol
 
 import orjson
 
-from .errors import DocumentTooLarge, InvalidPatch, VersionConflict
+from .commands import FINAL_STATUSES, MAX_FINISHED_COMMANDS, CommandRequest, answer, expire
+from .errors import DocumentTooLarge, InvalidPatch, UnknownCommand, VersionConflict
 from .families import DeviceFamily, family_for
 from .limits import MAX_DOCUMENT_BYTES, check_depth, parse_timestamp
 from .merge import (
@@ -58,6 +59,7 @@ class Twin:
         "anomalous",
         "anomaly_score",
         "anomaly_since",
+        "commands",
         "created",
         "desired",
         "desired_ts",
@@ -103,6 +105,7 @@ class Twin:
         self.anomalous = False
         self.anomaly_since: float | None = None
         self._size_bound = _EMPTY_STATE_BYTES
+        self.commands: dict[str, dict[str, Any]] | None = None  # by id, oldest first
 
     # -- device messages ----------------------------------------------------------------------
 
@@ -307,6 +310,57 @@ class Twin:
             )
         )
 
+    # -- commands -----------------------------------------------------------------------------
+
+    def add_command(
+        self, request: CommandRequest, command_id: str, *, now: float
+    ) -> dict[str, Any]:
+        """Queue a command for the device; returns its record (the twin keeps it)."""
+        if self.commands is None:
+            self.commands = {}
+        if command_id in self.commands:
+            raise InvalidPatch(f"command id {command_id!r} is taken", field="id")
+        record = request.record(command_id, now=now)
+        self.commands[command_id] = record
+        finished = [k for k, r in self.commands.items() if r["status"] in FINAL_STATUSES]
+        for key in finished[: max(0, len(finished) - MAX_FINISHED_COMMANDS)]:
+            del self.commands[key]
+        return record
+
+    def command(self, command_id: str) -> dict[str, Any]:
+        """The record of command ``command_id`` (``UnknownCommand`` if there is none)."""
+        record = (self.commands or {}).get(command_id)
+        if record is None:
+            raise UnknownCommand(
+                f"twin {self.id!r} has no command {command_id!r}", field="command_id"
+            )
+        return record
+
+    def pending_commands(self) -> int:
+        """How many commands wait for the device."""
+        return sum(1 for r in (self.commands or {}).values() if r["status"] == "queued")
+
+    def claim_commands(self, ids: Collection[str] | None, *, now: float) -> list[dict[str, Any]]:
+        """Mark queued, unexpired commands (all, or those ``ids``) sent; return them."""
+        claimed = []
+        for record in (self.commands or {}).values():
+            if record["status"] != "queued" or (ids is not None and record["id"] not in ids):
+                continue
+            if expire(record, now=now):
+                continue
+            record["status"] = "sent"
+            record["sent_at"] = now
+            claimed.append(record)
+        return claimed
+
+    def answer_command(self, command_id: str, response: Mapping[str, Any], *, now: float) -> bool:
+        """Record the device's answer; False if the command was already final."""
+        return answer(self.command(command_id), response, now=now)
+
+    def expire_commands(self, *, now: float) -> list[dict[str, Any]]:
+        """Close commands whose time is up; returns those that changed."""
+        return [r for r in (self.commands or {}).values() if expire(r, now=now)]
+
     # -- views --------------------------------------------------------------------------------
 
     def delta(self) -> dict[str, Any]:
@@ -380,6 +434,7 @@ class Twin:
             "model": None
             if self.model is None
             else {"name": self.model.name, "state": self.model.state()},
+            "commands": list(self.commands.values()) if self.commands else None,
         }
 
     @classmethod
@@ -407,6 +462,8 @@ class Twin:
         )
         saved = snap.get("model")
         twin._size_bound = MAX_DOCUMENT_BYTES + 1  # unknown: measured on the first message
+        saved_commands = snap.get("commands")
+        twin.commands = {r["id"]: r for r in saved_commands} if saved_commands else None
         twin.model = (
             restore_model(saved["name"], saved.get("state") or {})
             if saved and restore_model is not None

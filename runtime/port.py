@@ -1,0 +1,233 @@
+"""``FleetPort``: what protocol adapters (MQTT, CoAP) need of the platform, as one protocol.
+
+Adapters are written against this protocol, not against ``Runtime``, so they are tested with
+the in-memory implementation in ``tests`` as well as with the real runtime (``RuntimeFleet``).
+Every method is a coroutine: adapters are asyncio programs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
+
+from ray.exceptions import RayTaskError
+
+from twinfleet.twins import TwinfleetError
+
+from .events import Event, EventHub
+from .host import HostSettings, TwinHost
+from .messages import DeviceMessage, IngestResult
+from .stores import MemoryStore, StateStore
+
+if TYPE_CHECKING:
+    from .runtime import Runtime
+
+__all__ = ["FleetPort", "LocalFleet", "RuntimeFleet"]
+
+
+class FleetPort(Protocol):
+    """The platform as a protocol adapter sees it."""
+
+    async def ingest(self, messages: Sequence[DeviceMessage]) -> IngestResult:
+        """Hand decoded device messages to their twins (waits under backpressure)."""
+        ...
+
+    async def reject(self, device_id: str, code: str, message: str, *, protocol: str) -> None:
+        """Record a refused device message: a ``rejected`` event and a metric."""
+        ...
+
+    async def device_offline(self, device_id: str, *, protocol: str) -> None:
+        """The device is gone (an MQTT last will): mark its twin offline now."""
+        ...
+
+    async def desired(self, device_id: str) -> dict[str, Any]:
+        """``{"version", "desired", "delta"}`` of the twin (``TwinNotFound`` if none)."""
+        ...
+
+    async def claim_commands(
+        self, device_id: str, *, protocol: str, ids: Collection[str] | None = None
+    ) -> list[dict[str, Any]]:
+        """Mark queued commands (all, or those ``ids``) as sent and return them.
+
+        Only the first caller gets a command, so several gateways never deliver it twice.
+        Each record has ``id``, ``name``, ``params`` and ``expires_at``.
+        """
+        ...
+
+    async def command_response(
+        self, device_id: str, command_id: str, response: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """The device's answer ``{"status": "ok"|"error", "result", "error"}``; returns the
+        command record (``UnknownCommand`` if there is no such command)."""
+        ...
+
+    def events(
+        self, *, types: Collection[str] | None = None, after: int | None = None
+    ) -> AsyncIterator[Event]:
+        """Events as they happen (from ``after``, else from now), until the caller stops."""
+        ...
+
+
+async def _result(ref: Any) -> Any:
+    """Await a Ray ObjectRef from any event loop, raising twinfleet's errors as themselves."""
+    try:
+        return await asyncio.wrap_future(ref.future())
+    except RayTaskError as err:
+        if isinstance(err.cause, TwinfleetError):
+            raise err.cause from None
+        raise
+
+
+class _PortBase:
+    """What both fleets share: rejection bookkeeping and the event iterator."""
+
+    def __init__(self) -> None:
+        self.rejections: collections.Counter[str] = collections.Counter()
+
+    async def _poll(self, after: int, types: Collection[str] | None, timeout: float) -> list[Event]:
+        raise NotImplementedError
+
+    async def _last_event_id(self) -> int:
+        raise NotImplementedError
+
+    async def _publish(self, events: list[Event]) -> None:
+        raise NotImplementedError
+
+    async def reject(self, device_id: str, code: str, message: str, *, protocol: str) -> None:
+        """Count a refused message and publish a ``rejected`` event."""
+        self.rejections[code] += 1
+        data = {"code": code, "message": message, "protocol": protocol}
+        await self._publish([Event("rejected", device_id, data, time.time())])
+
+    async def events(
+        self, *, types: Collection[str] | None = None, after: int | None = None
+    ) -> AsyncIterator[Event]:
+        """Events as they happen (from ``after``, else from now)."""
+        cursor = await self._last_event_id() if after is None else after
+        wanted = frozenset(types) if types is not None else None
+        while True:
+            for event in await self._poll(cursor, wanted, 5.0):
+                cursor = event.id
+                yield event
+
+
+class LocalFleet(_PortBase):
+    """The platform in this process, without Ray: one ``TwinHost`` and an ``EventHub``.
+
+    For adapters' tests and single-process tools; the host's loops run on the caller's loop.
+    """
+
+    def __init__(self, host: TwinHost, hub: EventHub) -> None:
+        super().__init__()
+        self.host = host
+        self.hub = hub
+
+    @classmethod
+    def create(
+        cls, store: StateStore | None = None, *, settings: HostSettings | None = None
+    ) -> LocalFleet:
+        """A fleet on ``store`` (in memory by default)."""
+        hub = EventHub()
+        host = TwinHost("local", store or MemoryStore(), settings=settings, events=hub)
+        return cls(host, hub)
+
+    async def ingest(self, messages: Sequence[DeviceMessage]) -> IngestResult:
+        """Apply the messages now (no batching needed in one process)."""
+        result = await self.host.apply(list(messages))
+        await self.host.send_events()
+        return IngestResult(len(messages) - len(result.rejected), result.rejected)
+
+    async def device_offline(self, device_id: str, *, protocol: str) -> None:
+        """Mark the twin offline now."""
+        await self.host.device_offline(device_id, protocol=protocol)
+        await self.host.send_events()
+
+    async def desired(self, device_id: str) -> dict[str, Any]:
+        """The twin's desired document."""
+        return await self.host.desired(device_id)
+
+    async def claim_commands(
+        self, device_id: str, *, protocol: str, ids: Collection[str] | None = None
+    ) -> list[dict[str, Any]]:
+        """Queued commands, marked sent."""
+        claimed = await self.host.claim_commands(device_id, protocol=protocol, ids=ids)
+        await self.host.send_events()
+        return claimed
+
+    async def command_response(
+        self, device_id: str, command_id: str, response: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """Record the device's answer."""
+        record = await self.host.command_response(device_id, command_id, response)
+        await self.host.send_events()
+        return record
+
+    async def _poll(self, after: int, types: Collection[str] | None, timeout: float) -> list[Event]:
+        await self.host.send_events()
+        return await self.hub.poll(after, types=types, timeout=timeout)
+
+    async def _last_event_id(self) -> int:
+        await self.host.send_events()
+        return await self.hub.last_id()
+
+    async def _publish(self, events: list[Event]) -> None:
+        await self.hub.publish(events)
+
+
+class RuntimeFleet(_PortBase):
+    """The platform behind a ``Runtime``: hosts and the event hub as Ray actors."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        super().__init__()
+        self.runtime = runtime
+
+    async def ingest(self, messages: Sequence[DeviceMessage]) -> IngestResult:
+        """Route the messages (in a worker thread: the router blocks under backpressure)."""
+        return await asyncio.to_thread(self.runtime.ingest, list(messages))
+
+    async def _host_call(self, device_id: str, method: str, *args: Any, **kwargs: Any) -> Any:
+        host = self.runtime._owner_of(device_id)
+        return await _result(getattr(host, method).remote(*args, **kwargs))
+
+    async def device_offline(self, device_id: str, *, protocol: str) -> None:
+        """Mark the twin offline now."""
+        await self._host_call(device_id, "device_offline", device_id, protocol=protocol)
+
+    async def desired(self, device_id: str) -> dict[str, Any]:
+        """The twin's desired document."""
+        doc: dict[str, Any] = await self._host_call(device_id, "desired", device_id)
+        return doc
+
+    async def claim_commands(
+        self, device_id: str, *, protocol: str, ids: Collection[str] | None = None
+    ) -> list[dict[str, Any]]:
+        """Queued commands, marked sent."""
+        claimed: list[dict[str, Any]] = await self._host_call(
+            device_id, "claim_commands", device_id, protocol=protocol, ids=ids
+        )
+        return claimed
+
+    async def command_response(
+        self, device_id: str, command_id: str, response: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """Record the device's answer."""
+        record: dict[str, Any] = await self._host_call(
+            device_id, "command_response", device_id, command_id, dict(response)
+        )
+        return record
+
+    async def _poll(self, after: int, types: Collection[str] | None, timeout: float) -> list[Event]:
+        events: list[Event] = await _result(
+            self.runtime.hub.poll.remote(after, types=types, timeout=timeout)
+        )
+        return events
+
+    async def _last_event_id(self) -> int:
+        last: int = await _result(self.runtime.hub.last_id.remote())
+        return last
+
+    async def _publish(self, events: list[Event]) -> None:
+        await _result(self.runtime.hub.publish.remote(events))
