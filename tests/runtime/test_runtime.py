@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
+import threading
 import time
 from collections.abc import Iterator
 
 import pytest
 
 from twinfleet import Runtime
-from twinfleet.runtime import DeviceMessage, HostSettings, RouterSettings, RuntimeSettings
+from twinfleet.runtime import (
+    DeviceMessage,
+    HostSettings,
+    RouterSettings,
+    RuntimeFleet,
+    RuntimeSettings,
+)
 from twinfleet.twins import TwinFilter, TwinNotFound, VersionConflict
 from twinfleet.twins.errors import InvalidDeviceId
 
@@ -278,3 +286,39 @@ def test_a_host_process_dying_loses_no_acknowledged_write(store_url: str) -> Non
             if i in ids[:10]:
                 assert doc["desired"] == {"mode": "eco"}
         assert rt.stats()["hosts"][0]["pid"] != victim["pid"]
+
+
+def test_commands_and_events_through_the_runtime(runtime: Runtime) -> None:
+    runtime.ingest([telemetry("cmd-1", T0, temperature=1.0)])
+    fleet = RuntimeFleet(runtime)
+
+    async def device() -> None:
+        async for event in fleet.events(types={"command"}, after=0):
+            if event.twin_id == "cmd-1" and event.data["status"] == "queued":
+                claimed = await fleet.claim_commands("cmd-1", protocol="test")
+                await fleet.command_response(
+                    "cmd-1", claimed[0]["id"], {"status": "ok", "result": {"pong": True}}
+                )
+                return
+
+    answering = threading.Thread(target=asyncio.run, args=(device(),))
+    answering.start()
+    record = runtime.send_command("cmd-1", "ping", timeout_s=30)
+    answering.join(timeout=30)
+    assert (record["status"], record["result"]) == ("succeeded", {"pong": True})
+    assert runtime.command("cmd-1", record["id"])["status"] == "succeeded"
+    events = runtime.events(types=["command", "presence"], twin_id="cmd-1")
+    assert [(e.type, e.data.get("status", e.data.get("online"))) for e in events] == [
+        ("presence", True),
+        ("command", "queued"),
+        ("command", "sent"),
+        ("command", "succeeded"),
+    ]
+    assert events == sorted(events, key=lambda e: e.id)
+
+
+def test_a_command_for_a_silent_device_waits_queued(runtime: Runtime) -> None:
+    runtime.ingest([telemetry("cmd-2", T0, temperature=1.0)])
+    record = runtime.send_command("cmd-2", "reboot", timeout_s=0.1, ttl_s=600)
+    assert record["status"] == "queued"
+    assert record["expires_at"] == pytest.approx(record["created"] + 600)
