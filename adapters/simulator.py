@@ -9,7 +9,7 @@ numpy a family at a time, so one process feeds tens of thousands of devices.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Literal, NamedTuple
 
@@ -96,6 +96,7 @@ class _Group:
     base: np.ndarray
     phase: np.ndarray
     counter_values: np.ndarray
+    last_ts: np.ndarray  # when each device last reported, so counters grow with real time
     drift: np.ndarray = field(init=False)
 
     def __post_init__(self) -> None:
@@ -103,7 +104,11 @@ class _Group:
 
 
 class FleetSimulator:
-    """``devices`` simulated devices spread over the five families, deterministic per seed."""
+    """``devices`` simulated devices spread over the five families, deterministic per seed.
+
+    ``on_anomaly`` is called with each anomaly as it is injected (e.g. to write labels out);
+    every anomaly is also kept in ``anomalies``.
+    """
 
     def __init__(
         self,
@@ -113,6 +118,7 @@ class FleetSimulator:
         prefix: str = "sim",
         anomaly_rate: float = 0.0005,
         start: float = 0.0,
+        on_anomaly: Callable[[Anomaly], None] | None = None,
     ) -> None:
         if devices < 1:
             raise ValueError("simulate at least one device")
@@ -121,10 +127,12 @@ class FleetSimulator:
         self._rng = np.random.default_rng(seed)
         self.anomaly_rate = anomaly_rate
         self.anomalies: list[Anomaly] = []
-        self._stuck: dict[tuple[int, int, int], tuple[float, float]] = {}
+        self._on_anomaly = on_anomaly
+        # stuck values in progress: (group, row) -> {column: (value, until)}
+        self._stuck: dict[tuple[int, int], dict[int, tuple[float, float]]] = {}
         self._groups: list[_Group] = []
         self._cursor = 0
-        self._last_ts = start
+        self._start = start
         per_family = [devices // len(SIMULATED_FAMILIES)] * len(SIMULATED_FAMILIES)
         for i in range(devices % len(SIMULATED_FAMILIES)):
             per_family[i] += 1
@@ -136,6 +144,11 @@ class FleetSimulator:
             (g, r) for g, group in enumerate(self._groups) for r in range(len(group.ids))
         ]
         self._rng.shuffle(self._order)
+        self._index = {
+            device: (g, r)
+            for g, group in enumerate(self._groups)
+            for r, device in enumerate(group.ids)
+        }
 
     def _group(self, family: DeviceFamily, count: int, prefix: str) -> _Group:
         metrics = [m for m in family.metrics if m.name in PROFILES]
@@ -154,6 +167,7 @@ class FleetSimulator:
             base=base,
             phase=self._rng.uniform(0, 2 * math.pi, (count, 1)),
             counter_values=self._rng.uniform(0, 1000, (count, len(counters))),
+            last_ts=np.full(count, self._start),
         )
 
     @property
@@ -164,6 +178,10 @@ class FleetSimulator:
     def __len__(self) -> int:
         return len(self._order)
 
+    def family(self, device_id: str) -> str:
+        """The family name of one simulated device (``KeyError`` for an unknown id)."""
+        return self._groups[self._index[device_id][0]].family.name
+
     def readings(self, count: int, *, now: float) -> list[DeviceMessage]:
         """The next ``count`` telemetry messages (devices in round-robin), measured at ``now``."""
         picks: dict[int, list[int]] = {}
@@ -172,16 +190,27 @@ class FleetSimulator:
             g, row = order[(self._cursor + k) % len(order)]
             picks.setdefault(g, []).append(row)
         self._cursor = (self._cursor + count) % len(order)
-        elapsed = max(now - self._last_ts, 0.0)
-        self._last_ts = now
+        return self._emit(picks, now)
+
+    def readings_for(self, device_ids: Iterable[str], *, now: float) -> list[DeviceMessage]:
+        """One telemetry message from each of ``device_ids``, measured at ``now``.
+
+        Devices are generated a family at a time, so a batch costs a few numpy calls; the
+        messages come grouped by family, not in the order asked.
+        """
+        picks: dict[int, list[int]] = {}
+        for device in device_ids:
+            g, row = self._index[device]
+            picks.setdefault(g, []).append(row)
+        return self._emit(picks, now)
+
+    def _emit(self, picks: Mapping[int, list[int]], now: float) -> list[DeviceMessage]:
         out: list[DeviceMessage] = []
         for g, rows in picks.items():
-            out.extend(self._generate(g, np.asarray(rows), now, elapsed))
+            out.extend(self._generate(g, np.asarray(rows), now))
         return out
 
-    def _generate(
-        self, g: int, rows: np.ndarray, now: float, elapsed: float
-    ) -> Iterator[DeviceMessage]:
+    def _generate(self, g: int, rows: np.ndarray, now: float) -> Iterator[DeviceMessage]:
         group = self._groups[g]
         n, m = len(rows), len(group.gauges)
         daily = np.array([p.daily for p in group.profiles])
@@ -191,10 +220,12 @@ class FleetSimulator:
         values += self._rng.normal(0.0, 1.0, (n, m)) * noise
         if self.anomaly_rate and m:
             values = self._inject(g, rows, values, now)
+        elapsed = np.maximum(now - group.last_ts[rows], 0.0)[:, None]
+        group.last_ts[rows] = np.maximum(group.last_ts[rows], now)
         if group.counters:
             rates = np.array([PROFILES[c].counter_rate for c in group.counters])
             jitter = self._rng.uniform(0.5, 1.5, (n, len(group.counters)))
-            group.counter_values[rows] += rates * jitter * max(elapsed, 1.0)
+            group.counter_values[rows] += rates * jitter * elapsed
         digits = [p.digits for p in group.profiles]
         family = group.family.name
         for i, row in enumerate(rows.tolist()):
@@ -209,15 +240,20 @@ class FleetSimulator:
     def _inject(self, g: int, rows: np.ndarray, values: np.ndarray, now: float) -> np.ndarray:
         group = self._groups[g]
         n, m = values.shape
-        # continue stuck values already in progress
-        for (sg, row, col), (value, until) in list(self._stuck.items()):
-            if sg != g:
-                continue
-            if now > until:
-                del self._stuck[(sg, row, col)]
-                continue
-            hits = np.flatnonzero(np.equal(rows, row))
-            values[hits, col] = value
+        # continue stuck values already in progress (looked up per row: batches can be small
+        # and many, so never scan every stuck value of the fleet)
+        if self._stuck:
+            for i, row in enumerate(rows.tolist()):
+                stuck = self._stuck.get((g, row))
+                if not stuck:
+                    continue
+                for col, (value, until) in list(stuck.items()):
+                    if now > until:
+                        del stuck[col]
+                    else:
+                        values[i, col] = value
+                if not stuck:
+                    del self._stuck[(g, row)]
         hit = np.less(self._rng.random(n), self.anomaly_rate)
         for i in np.flatnonzero(hit).tolist():
             col = int(self._rng.integers(m))
@@ -229,12 +265,15 @@ class FleetSimulator:
             device = group.ids[row]
             if kind == "spike":
                 values[i, col] += scale * float(self._rng.choice([-1.0, 1.0])) * 25.0
-                self.anomalies.append(Anomaly(device, metric, "spike", now, now))
+                anomaly = Anomaly(device, metric, "spike", now, now)
             elif kind == "drift":
                 group.drift[row, col] += scale * 15.0
-                self.anomalies.append(Anomaly(device, metric, "drift", now, math.inf))
+                anomaly = Anomaly(device, metric, "drift", now, math.inf)
             else:
                 until = now + 300.0
-                self._stuck[(g, row, col)] = (float(values[i, col]), until)
-                self.anomalies.append(Anomaly(device, metric, "stuck", now, until))
+                self._stuck.setdefault((g, row), {})[col] = (float(values[i, col]), until)
+                anomaly = Anomaly(device, metric, "stuck", now, until)
+            self.anomalies.append(anomaly)
+            if self._on_anomaly is not None:
+                self._on_anomaly(anomaly)
         return values

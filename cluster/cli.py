@@ -8,6 +8,9 @@ from pathlib import Path
 
 import click
 
+from twinfleet.adapters.devices import DEFAULT_COAP_URL, DEFAULT_MQTT_URL, DeviceFleetOptions
+
+from .simulate import run_simulate
 from .up import UpOptions, run_up
 
 __all__ = ["main"]
@@ -100,6 +103,118 @@ def up(  # noqa: PLR0917 - click passes options positionally
             duration_s=duration,
         )
     )
+    if as_json:
+        click.echo(json.dumps(summary))
+
+
+@cli.command()
+@click.option(
+    "--devices",
+    type=click.IntRange(min=1),
+    default=100,
+    show_default=True,
+    envvar="TWINFLEET_DEVICES",
+    help="Simulated devices, spread over the five families.",
+)
+@click.option(
+    "--mqtt",
+    default=DEFAULT_MQTT_URL,
+    show_default=True,
+    envvar="TWINFLEET_MQTT",
+    metavar="URL",
+    help="MQTT broker the devices connect to (mqtt://[user:pass@]host:port, mqtts:// for TLS).",
+)
+@click.option(
+    "--coap",
+    envvar="TWINFLEET_COAP",
+    metavar="URL",
+    help="Send over CoAP to this endpoint (coap://host:port) instead of MQTT.",
+)
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=0.001),
+    default=None,
+    envvar="TWINFLEET_INTERVAL",
+    help="Seconds between readings of every device (default: its family's report interval).",
+)
+@click.option(
+    "--connections",
+    type=click.IntRange(min=1),
+    default=None,
+    envvar="TWINFLEET_CONNECTIONS",
+    help="MQTT connections the devices share (default: min(devices, 100)); "
+    "a last will per device needs one connection per device.",
+)
+@click.option(
+    "--duration",
+    type=click.FloatRange(min=0),
+    default=None,
+    envvar="TWINFLEET_DURATION",
+    help="Stop after this many seconds (default: run until stopped).",
+)
+@click.option(
+    "--labels",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    envvar="TWINFLEET_LABELS",
+    metavar="FILE",
+    help="Write each injected anomaly to FILE as a JSON line (the file is truncated).",
+)
+@click.option(
+    "--anomaly-rate",
+    type=click.FloatRange(min=0.0, max=1.0),
+    default=0.0005,
+    show_default=True,
+    envvar="TWINFLEET_ANOMALY_RATE",
+    help="Probability that a reading starts an anomaly.",
+)
+@click.option(
+    "--seed", type=int, default=0, show_default=True, envvar="TWINFLEET_SEED", help="Random seed."
+)
+@click.option(
+    "--prefix",
+    default="sim",
+    show_default=True,
+    envvar="TWINFLEET_PREFIX",
+    help="Device ids are <prefix>-<family>-<n>.",
+)
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    envvar="TWINFLEET_JSON",
+    help="Print the final summary as JSON.",
+)
+def simulate(  # noqa: PLR0917 - click passes options positionally
+    devices: int,
+    mqtt: str,
+    coap: str | None,
+    interval: float | None,
+    connections: int | None,
+    duration: float | None,
+    labels: Path | None,
+    anomaly_rate: float,
+    seed: int,
+    prefix: str,
+    as_json: bool,
+) -> None:
+    """Run simulated devices against a broker (or CoAP endpoint); Ctrl-C or SIGTERM stops them."""
+    try:
+        options = DeviceFleetOptions(
+            devices=devices,
+            protocol="coap" if coap else "mqtt",
+            mqtt=mqtt,
+            coap=coap or DEFAULT_COAP_URL,
+            interval_s=interval,
+            connections=connections,
+            prefix=prefix,
+            seed=seed,
+            anomaly_rate=anomaly_rate,
+            labels=labels,
+        )
+    except ValueError as err:
+        raise click.UsageError(str(err)) from err
+    summary = run_simulate(options, duration_s=duration)
     if as_json:
         click.echo(json.dumps(summary))
 

@@ -1,0 +1,121 @@
+"""A fast MQTT load generator for the benchmarks: MQTT 3.1.1 packets written to one socket.
+
+A Python MQTT client spends most of its time per message; a load generator must not be the
+bottleneck of what it measures. This one encodes PUBLISH packets itself, writes them in large
+chunks at a set rate, and counts PUBACKs in a reader thread (QoS 1).
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+import threading
+import time
+from collections.abc import Callable
+
+__all__ = ["RawPublisher"]
+
+
+def _remaining_length(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n % 128, n // 128
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _utf8(text: str) -> bytes:
+    raw = text.encode()
+    return struct.pack("!H", len(raw)) + raw
+
+
+class RawPublisher:
+    """One MQTT connection that publishes pre-built messages as fast as asked."""
+
+    def __init__(self, host: str, port: int, *, client_id: str, qos: int = 1) -> None:
+        if qos not in (0, 1):
+            raise ValueError("qos 0 or 1")
+        self.qos = qos
+        self.acked = 0
+        self._sock = socket.create_connection((host, port))
+        self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        body = _utf8("MQTT") + bytes([4, 0x02]) + struct.pack("!H", 60) + _utf8(client_id)
+        self._sock.sendall(bytes([0x10]) + _remaining_length(len(body)) + body)
+        connack = self._sock.recv(4)
+        if len(connack) < 4 or connack[0] != 0x20 or connack[3] != 0:
+            raise ConnectionError(f"broker refused the connection: {connack!r}")
+        self._packet_id = 0
+        self._closed = False
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        buffer = b""
+        while not self._closed:
+            try:
+                chunk = self._sock.recv(65536)
+            except OSError:
+                return
+            if not chunk:
+                return
+            buffer += chunk
+            # PUBACK is 4 bytes: 0x40 0x02 id id; PINGRESP 2 bytes: 0xD0 0x00
+            i = 0
+            while i + 2 <= len(buffer):
+                kind, size = buffer[i], buffer[i + 1]
+                if i + 2 + size > len(buffer):
+                    break
+                if kind == 0x40:
+                    self.acked += 1
+                i += 2 + size
+            buffer = buffer[i:]
+
+    def packet(self, topic: str, payload: bytes) -> bytes:
+        """One PUBLISH packet (QoS as configured)."""
+        head = _utf8(topic)
+        if self.qos:
+            self._packet_id = self._packet_id % 65535 + 1
+            head += struct.pack("!H", self._packet_id)
+        return bytes([0x30 | (self.qos << 1)]) + _remaining_length(len(head) + len(payload)) + (
+            head + payload
+        )
+
+    def run(
+        self,
+        count: int,
+        make: Callable[[int, float], tuple[str, bytes]],
+        *,
+        rate: float,
+        chunk_s: float = 0.01,
+    ) -> float:
+        """Publish ``count`` messages built by ``make(i, now)`` at ``rate``; returns seconds."""
+        start = time.perf_counter()
+        sent = 0
+        per_chunk = max(1, int(rate * chunk_s))
+        while sent < count:
+            due = start + sent / rate
+            delay = due - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            n = min(per_chunk, count - sent)
+            now = time.time()
+            self._sock.sendall(b"".join(self.packet(*make(sent + k, now)) for k in range(n)))
+            sent += n
+        return time.perf_counter() - start
+
+    def wait_acked(self, count: int, timeout: float = 60.0) -> bool:
+        """Wait until ``count`` PUBACKs arrived (QoS 1)."""
+        deadline = time.monotonic() + timeout
+        while self.qos and self.acked < count and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return not self.qos or self.acked >= count
+
+    def close(self) -> None:
+        """Disconnect cleanly."""
+        self._closed = True
+        try:
+            self._sock.sendall(b"\xe0\x00")
+            self._sock.close()
+        except OSError:
+            pass
