@@ -315,6 +315,9 @@ class TwinHost:
             if not was_online:
                 dirty.add(twin_id)  # presence changed, even if no value did
                 self._emit("presence", twin_id, self._presence_data(twin))
+        for rejection in rejected:
+            data = {"code": rejection.code, "message": rejection.message}
+            self._emit("rejected", rejection.device_id, data)
         counters = self._counters
         counters["applied"] += applied
         counters["stale"] += stale

@@ -11,19 +11,17 @@ import asyncio
 import collections
 import time
 from collections.abc import AsyncIterator, Collection, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from ray.exceptions import RayTaskError
 
 from twinfleet.twins import TwinfleetError
 
+from .client import split
 from .events import Event, EventHub
 from .host import HostSettings, TwinHost
 from .messages import DeviceMessage, IngestResult
 from .stores import MemoryStore, StateStore
-
-if TYPE_CHECKING:
-    from .runtime import Runtime
 
 __all__ = ["FleetPort", "LocalFleet", "RuntimeFleet"]
 
@@ -70,6 +68,10 @@ class FleetPort(Protocol):
         """Events as they happen (from ``after``, else from now), until the caller stops."""
         ...
 
+    async def last_event_id(self) -> int:
+        """The id of the newest event so far: start ``events(after=...)`` from it."""
+        ...
+
 
 async def _result(ref: Any) -> Any:
     """Await a Ray ObjectRef from any event loop, raising twinfleet's errors as themselves."""
@@ -95,6 +97,10 @@ class _PortBase:
 
     async def _publish(self, events: list[Event]) -> None:
         raise NotImplementedError
+
+    async def last_event_id(self) -> int:
+        """The id of the newest event so far."""
+        return await self._last_event_id()
 
     async def reject(self, device_id: str, code: str, message: str, *, protocol: str) -> None:
         """Count a refused message and publish a ``rejected`` event."""
@@ -135,10 +141,15 @@ class LocalFleet(_PortBase):
         return cls(host, hub)
 
     async def ingest(self, messages: Sequence[DeviceMessage]) -> IngestResult:
-        """Apply the messages now (no batching needed in one process)."""
-        result = await self.host.apply(list(messages))
+        """Apply the messages now (no batching needed in one process).
+
+        Like the Ray runtime, it returns the messages refused on sight; those the twins refuse
+        become ``rejected`` events of the host.
+        """
+        good, rejected = split(messages)
+        await self.host.apply(good)
         await self.host.send_events()
-        return IngestResult(len(messages) - len(result.rejected), result.rejected)
+        return IngestResult(len(good), tuple(rejected))
 
     async def device_offline(self, device_id: str, *, protocol: str) -> None:
         """Mark the twin offline now."""
@@ -177,10 +188,27 @@ class LocalFleet(_PortBase):
         await self.hub.publish(events)
 
 
-class RuntimeFleet(_PortBase):
-    """The platform behind a ``Runtime``: hosts and the event hub as Ray actors."""
+class _Routes(Protocol):
+    """What ``RuntimeFleet`` needs: a ``Runtime``, or a ``FleetClient`` in another process."""
 
-    def __init__(self, runtime: Runtime) -> None:
+    @property
+    def hub(self) -> Any:
+        """The event hub actor."""
+        ...
+
+    def owner_of(self, twin_id: str) -> Any:
+        """The host actor of a twin."""
+        ...
+
+    def ingest(self, messages: Sequence[DeviceMessage]) -> IngestResult:
+        """Route messages to hosts (blocking under backpressure)."""
+        ...
+
+
+class RuntimeFleet(_PortBase):
+    """The platform behind a ``Runtime`` (or a ``FleetClient``): hosts and hub on Ray."""
+
+    def __init__(self, runtime: _Routes) -> None:
         super().__init__()
         self.runtime = runtime
 
@@ -189,7 +217,7 @@ class RuntimeFleet(_PortBase):
         return await asyncio.to_thread(self.runtime.ingest, list(messages))
 
     async def _host_call(self, device_id: str, method: str, *args: Any, **kwargs: Any) -> Any:
-        host = self.runtime._owner_of(device_id)
+        host = self.runtime.owner_of(device_id)
         return await _result(getattr(host, method).remote(*args, **kwargs))
 
     async def device_offline(self, device_id: str, *, protocol: str) -> None:

@@ -20,9 +20,10 @@ from twinfleet.twins import TwinFilter, TwinfleetError, validate_device_id
 from twinfleet.twins.errors import InvalidPatch
 
 from .actors import spawn_host, spawn_hub
+from .client import FleetView, split
 from .events import Event
 from .host import HostSettings, QueryPage
-from .messages import DeviceMessage, IngestResult, Rejection
+from .messages import DeviceMessage, IngestResult
 from .placement import Placement
 from .router import Router, RouterSettings
 from .stores import StateStore, open_store, resolve_store_url
@@ -175,6 +176,19 @@ class Runtime:
         """The ``EventHub`` actor every host sends its events to."""
         return self._hub
 
+    def view(self) -> FleetView:
+        """A picklable view of this fleet, for gateways running in processes of their own."""
+        return FleetView(
+            hosts=tuple(self._hosts.items()),
+            dedicated=tuple(self._dedicated.items()),
+            hub=self._hub,
+            router=self.settings.router,
+        )
+
+    def owner_of(self, twin_id: str) -> Any:
+        """The host actor that holds ``twin_id`` (spawning a dedicated one if so placed)."""
+        return self._owner_of(twin_id)
+
     def _owner_of(self, twin_id: str) -> Any:
         host = self._owners.get(twin_id)
         if host is None:
@@ -244,23 +258,7 @@ class Runtime:
         A message is a :class:`DeviceMessage` or a tuple in its field order. Malformed ones
         are rejected here; per-twin errors (limits) surface in ``stats()['recent_rejections']``.
         """
-        good: list[DeviceMessage] = []
-        rejected: list[Rejection] = []
-        for raw in messages:
-            msg = raw if type(raw) is DeviceMessage else DeviceMessage(*raw)
-            try:
-                validate_device_id(msg.device_id)
-                if msg.kind not in ("telemetry", "reported"):
-                    raise InvalidPatch(
-                        f"message kind {msg.kind!r} is not 'telemetry' or 'reported'",
-                        field="kind",
-                    )
-                if not isinstance(msg.payload, dict):
-                    raise InvalidPatch("a message payload must be a JSON object", field="payload")
-            except TwinfleetError as err:
-                rejected.append(Rejection(str(msg.device_id), err.code, err.message))
-                continue
-            good.append(msg)
+        good, rejected = split(messages)
         self._router.route(good)
         return IngestResult(len(good), tuple(rejected))
 
