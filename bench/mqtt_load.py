@@ -77,8 +77,10 @@ class RawPublisher:
         if self.qos:
             self._packet_id = self._packet_id % 65535 + 1
             head += struct.pack("!H", self._packet_id)
-        return bytes([0x30 | (self.qos << 1)]) + _remaining_length(len(head) + len(payload)) + (
-            head + payload
+        return (
+            bytes([0x30 | (self.qos << 1)])
+            + _remaining_length(len(head) + len(payload))
+            + (head + payload)
         )
 
     def run(
@@ -119,3 +121,43 @@ class RawPublisher:
             self._sock.close()
         except OSError:
             pass
+
+
+def main() -> None:
+    """Publish telemetry for many devices at a set rate (run as a separate process)."""
+    import argparse
+    import json
+    import random
+
+    import orjson
+
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=1883)
+    parser.add_argument("--rate", type=float, required=True)
+    parser.add_argument("--count", type=int, required=True)
+    parser.add_argument("--devices", type=int, default=100_000)
+    parser.add_argument("--id-format", default="e2e-{:06d}")
+    parser.add_argument("--topic", default="devices/{}/telemetry")
+    parser.add_argument("--qos", type=int, default=1)
+    args = parser.parse_args()
+    ids = [args.id_format.format(i) for i in range(args.devices)]
+    rng = random.Random(7)
+    noise = [round(rng.gauss(0, 0.2), 3) for _ in range(4096)]
+
+    def make(i: int, now: float) -> tuple[str, bytes]:
+        device = ids[i % len(ids)]
+        payload = {"temperature": 21.0 + noise[i % 4096], "humidity": 45.0, "ts": now}
+        return args.topic.format(device), orjson.dumps(payload)
+
+    publisher = RawPublisher(
+        args.host, args.port, client_id=f"bench-pub-{rng.getrandbits(32):08x}", qos=args.qos
+    )
+    seconds = publisher.run(args.count, make, rate=args.rate)
+    acked = publisher.wait_acked(args.count)
+    publisher.close()
+    print(json.dumps({"published": args.count, "seconds": seconds, "acked": acked}))
+
+
+if __name__ == "__main__":
+    main()

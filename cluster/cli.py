@@ -9,7 +9,9 @@ from pathlib import Path
 import click
 
 from twinfleet.adapters.devices import DEFAULT_COAP_URL, DEFAULT_MQTT_URL, DeviceFleetOptions
+from twinfleet.adapters.mqtt import MqttSettings
 
+from .edges import EdgeOptions
 from .simulate import run_simulate
 from .up import UpOptions, run_up
 
@@ -52,20 +54,63 @@ def cli() -> None:
     help="TwinHost actors to start.",
 )
 @click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    envvar="TWINFLEET_HOST",
+    help="Address the CoAP endpoint and the embedded MQTT broker listen on.",
+)
+@click.option(
+    "--mqtt",
+    envvar="TWINFLEET_MQTT",
+    metavar="URL",
+    help="MQTT broker (mqtt://host:port, mqtts:// for TLS); default: an embedded broker.",
+)
+@click.option(
+    "--mqtt-port",
+    type=click.IntRange(0, 65535),
+    default=1883,
+    show_default=True,
+    envvar="TWINFLEET_MQTT_PORT",
+    help="Port of the embedded broker (a free one if it is taken).",
+)
+@click.option(
+    "--mqtt-ca",
+    envvar="TWINFLEET_MQTT_CA",
+    metavar="FILE",
+    help="CA certificate that signed the broker's certificate (mqtts://).",
+)
+@click.option(
+    "--mqtt-cert",
+    envvar="TWINFLEET_MQTT_CERT",
+    metavar="FILE",
+    help="Client certificate for mutual TLS.",
+)
+@click.option(
+    "--mqtt-key", envvar="TWINFLEET_MQTT_KEY", metavar="FILE", help="Key of the client certificate."
+)
+@click.option(
+    "--coap-port",
+    type=click.IntRange(0, 65535),
+    default=5683,
+    show_default=True,
+    envvar="TWINFLEET_COAP_PORT",
+    help="UDP port of the CoAP endpoint.",
+)
+@click.option(
     "--simulate",
     type=click.IntRange(min=0),
     default=0,
     envvar="TWINFLEET_SIMULATE",
     metavar="N",
-    help="Also run N simulated devices of the five families.",
+    help="Also run N simulated devices of the five families (80% MQTT, 20% CoAP).",
 )
 @click.option(
     "--interval",
     type=click.FloatRange(min=0.001),
-    default=1.0,
-    show_default=True,
+    default=None,
     envvar="TWINFLEET_INTERVAL",
-    help="Seconds between readings of each simulated device.",
+    help="Seconds between readings of each simulated device (default: its family's).",
 )
 @click.option(
     "--duration",
@@ -86,21 +131,43 @@ def up(  # noqa: PLR0917 - click passes options positionally
     store: str | None,
     ray_address: str | None,
     hosts: int,
+    host: str,
+    mqtt: str | None,
+    mqtt_port: int,
+    mqtt_ca: str | None,
+    mqtt_cert: str | None,
+    mqtt_key: str | None,
+    coap_port: int,
     simulate: int,
-    interval: float,
+    interval: float | None,
     duration: float | None,
     as_json: bool,
 ) -> None:
     """Run the platform in the foreground; Ctrl-C or SIGTERM stops it cleanly."""
+    try:
+        edges = EdgeOptions(
+            host=host,
+            mqtt=mqtt,
+            mqtt_port=mqtt_port,
+            mqtt_ca=mqtt_ca,
+            mqtt_cert=mqtt_cert,
+            mqtt_key=mqtt_key,
+            coap_port=coap_port,
+            simulate=simulate,
+            interval_s=interval,
+        )
+        if mqtt:
+            MqttSettings.from_url(mqtt, ca_file=mqtt_ca, cert_file=mqtt_cert, key_file=mqtt_key)
+    except ValueError as err:
+        raise click.BadParameter(str(err)) from None
     summary = run_up(
         UpOptions(
             data_dir=data_dir,
             store=store,
             ray_address=ray_address,
             hosts=hosts,
-            simulate=simulate,
-            interval_s=interval,
             duration_s=duration,
+            edges=edges,
         )
     )
     if as_json:

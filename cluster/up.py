@@ -5,8 +5,7 @@ from __future__ import annotations
 import signal
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -15,8 +14,9 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from twinfleet.adapters.simulator import FleetSimulator
 from twinfleet.runtime import Runtime, RuntimeSettings
+
+from .edges import EdgeOptions, Edges
 
 __all__ = ["UpOptions", "run_up"]
 
@@ -29,16 +29,10 @@ class UpOptions:
     store: str | None = None
     ray_address: str | None = None
     hosts: int = 2
-    simulate: int = 0
-    interval_s: float = 1.0
     duration_s: float | None = None
-    seed: int = 0
+    edges: EdgeOptions = field(default_factory=EdgeOptions)
 
     def __post_init__(self) -> None:
-        if self.simulate < 0:
-            raise ValueError("--simulate takes a number of devices, 0 or more")
-        if self.interval_s <= 0:
-            raise ValueError("--interval must be positive")
         if self.hosts < 1:
             raise ValueError("--hosts must be at least 1")
 
@@ -74,20 +68,19 @@ def run_up(options: UpOptions, *, console: Console | None = None) -> dict[str, A
     # back so it stops the platform through the same clean path as Ctrl-C, exit status 0.
     signal.signal(signal.SIGTERM, stop)
     summary: dict[str, Any] = {}
+    edges = Edges(runtime, options.edges)
     try:
-        simulator = (
-            FleetSimulator(options.simulate, seed=options.seed, start=time.time())
-            if options.simulate
-            else None
-        )
-        feeder = _Feeder(runtime, simulator, options.interval_s, stop.event) if simulator else None
-        if feeder:
-            feeder.start()
+        edges.start()
+        edges.ready.wait()
+        if edges.error is not None:
+            raise edges.error
+        console.print(f"twinfleet: MQTT gateway on {edges.mqtt_url}, CoAP on {edges.coap_url}")
         deadline = None if options.duration_s is None else time.monotonic() + options.duration_s
-        summary = _watch(runtime, console, stop.event, deadline, lambda: feeder)
+        summary = _watch(runtime, edges, console, stop.event, deadline)
     finally:
         stop.event.set()
         console.print("twinfleet: shutting down, flushing state ...")
+        edges.stop()
         runtime.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -95,47 +88,12 @@ def run_up(options: UpOptions, *, console: Console | None = None) -> dict[str, A
     return summary
 
 
-class _Feeder(threading.Thread):
-    """Feeds the simulated fleet through ``Runtime.ingest``: each device once per interval."""
-
-    def __init__(
-        self,
-        runtime: Runtime,
-        simulator: FleetSimulator,
-        interval_s: float,
-        stop: threading.Event,
-    ) -> None:
-        super().__init__(name="twinfleet-simulator", daemon=True)
-        self._runtime = runtime
-        self._simulator = simulator
-        self._interval = interval_s
-        self._stop_event = stop
-        self.sent = 0
-        self.error: BaseException | None = None
-
-    def run(self) -> None:
-        tick = 0.1
-        per_tick = len(self._simulator) * tick / self._interval
-        owed = 0.0
-        try:
-            while not self._stop_event.wait(tick):
-                owed += per_tick
-                count = int(owed)
-                if count:
-                    owed -= count
-                    self._runtime.ingest(self._simulator.readings(count, now=time.time()))
-                    self.sent += count
-        except BaseException as err:  # surfaced in the summary; the platform keeps running
-            self.error = err
-            self._stop_event.set()
-
-
 def _watch(
     runtime: Runtime,
+    edges: Edges,
     console: Console,
     stop: threading.Event,
     deadline: float | None,
-    feeder: Callable[[], _Feeder | None],
 ) -> dict[str, Any]:
     last_applied, last_time = 0, time.monotonic()
     last_logged = last_time
@@ -143,16 +101,21 @@ def _watch(
     with Live(console=console, refresh_per_second=2, transient=False) as live:
         while not stop.wait(1.0):
             stats = runtime.stats()
+            hosts = [*stats["hosts"], *stats["dedicated_hosts"]]
+            applied = sum(h["applied"] for h in hosts)
+            edge = edges.stats()
             now = time.monotonic()
-            rate = (stats["applied"] - last_applied) / max(now - last_time, 1e-9)
-            last_applied, last_time = stats["applied"], now
+            rate = (applied - last_applied) / max(now - last_time, 1e-9)
+            last_applied, last_time = applied, now
             summary = {
                 "twins": stats["active"],
                 "online": stats["online"],
                 "anomalous": stats["anomalous"],
                 "updates_per_s": round(rate, 1),
-                "applied": stats["applied"],
-                "rejected": stats["rejected"],
+                "applied": applied,
+                "mqtt_in": edge["mqtt_in"],
+                "coap_in": edge["coap_in"],
+                "rejected": sum(h["rejected"] for h in hosts) + edge["edge_rejected"],
             }
             live.update(_table(summary))
             if not console.is_terminal and now - last_logged >= 10.0:
@@ -163,20 +126,31 @@ def _watch(
                 break
     if not console.is_terminal:
         console.line()  # off a terminal, Live leaves its last frame without a newline
-    running = feeder()
-    if running is not None and running.error is not None:
-        raise running.error
+    if edges.error is not None:
+        raise edges.error
     return summary
+
+
+_COLUMNS = {
+    "twins": "twins",
+    "online": "online",
+    "anomalous": "anomalous",
+    "updates_per_s": "updates/s",
+    "applied": "applied",
+    "mqtt_in": "MQTT in",
+    "coap_in": "CoAP in",
+    "rejected": "rejected",
+}
 
 
 def _table(summary: dict[str, Any]) -> Table:
     table = Table(title="twinfleet fleet", show_header=True)
-    for column in ("twins", "online", "anomalous", "updates/s", "applied", "rejected"):
+    for column in _COLUMNS.values():
         table.add_column(column, justify="right")
     table.add_row(
         *(
             f"{summary[k]:,}" if isinstance(summary[k], int) else f"{summary[k]:,.1f}"
-            for k in ("twins", "online", "anomalous", "updates_per_s", "applied", "rejected")
+            for k in _COLUMNS
         )
     )
     return table

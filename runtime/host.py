@@ -14,6 +14,7 @@ write-behind snapshot can never overtake a later commit of the same twin.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import copy
 import logging
@@ -110,6 +111,7 @@ class TwinHost:
         self.host_id = host_id
         self._events = events
         self._outbox: list[Event] = []
+        self._delays: collections.deque[float] = collections.deque(maxlen=50_000)
         self._waiters: dict[tuple[str, str], list[asyncio.Future[dict[str, Any]]]] = {}
         self._store = store
         self._settings = settings or HostSettings()
@@ -315,6 +317,7 @@ class TwinHost:
             if not was_online:
                 dirty.add(twin_id)  # presence changed, even if no value did
                 self._emit("presence", twin_id, self._presence_data(twin))
+        self._sample_delays(messages, self._clock())
         for rejection in rejected:
             data = {"code": rejection.code, "message": rejection.message}
             self._emit("rejected", rejection.device_id, data)
@@ -369,6 +372,35 @@ class TwinHost:
         async with self._turn_changed:
             self._turns[sender] = max(self._turns[sender], seq + 1)
             self._turn_changed.notify_all()
+
+    def _sample_delays(self, messages: Sequence[DeviceMessage], now: float) -> None:
+        """Keep how long some messages took from measurement to applied (a few per batch)."""
+        step = max(1, len(messages) // 16)
+        for i in range(0, len(messages), step):
+            msg = messages[i]
+            ts = msg[3]
+            if ts is None and isinstance(msg[2], dict):
+                ts = msg[2].get("ts")
+            if type(ts) is float and 0 <= now - ts < 3600:
+                self._delays.append(now - ts)
+
+    async def delays(self, *, reset: bool = False) -> dict[str, float | int]:
+        """Percentiles of sampled message delays (measurement to applied), in milliseconds."""
+        samples = sorted(self._delays)
+        if reset:
+            self._delays.clear()
+        if not samples:
+            return {"samples": 0}
+
+        def pick(q: float) -> float:
+            return round(1000 * samples[min(len(samples) - 1, int(q * len(samples)))], 2)
+
+        return {
+            "samples": len(samples),
+            "p50_ms": pick(0.5),
+            "p99_ms": pick(0.99),
+            "max_ms": pick(1.0),
+        }
 
     # -- application calls --------------------------------------------------------------------
 

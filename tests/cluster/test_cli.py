@@ -121,6 +121,13 @@ def _wait_until(
         time.sleep(0.25)
 
 
+def newest_stamp(stamps: Any) -> float:
+    """The newest measurement time in a twin's stamp tree (nested objects included)."""
+    if isinstance(stamps, dict):
+        return max((newest_stamp(v) for v in stamps.values()), default=0.0)
+    return float(stamps)
+
+
 def _summary(stdout: str) -> dict[str, Any]:
     """The JSON fleet summary ``--json`` prints as the last line."""
     lines = stdout.strip().splitlines()
@@ -150,7 +157,9 @@ def test_up_runs_a_simulated_fleet_and_prints_a_json_summary(tmp_path: Path) -> 
 
 def test_sigterm_stops_cleanly_and_flushes_state(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
-    with _twinfleet("up", "--simulate", "200", "--data-dir", str(data_dir), cwd=tmp_path) as proc:
+    with _twinfleet(
+        "up", "--simulate", "200", "--interval", "1", "--data-dir", str(data_dir), cwd=tmp_path
+    ) as proc:
         _wait_until(lambda: _stored_count(data_dir) == 200, proc, timeout=RUN_TIMEOUT_S)
         time.sleep(2.0)  # readings keep arriving; the ones just before SIGTERM must survive it
         signalled_at = time.time()
@@ -165,7 +174,7 @@ def test_sigterm_stops_cleanly_and_flushes_state(tmp_path: Path) -> None:
     assert len(snaps) == 200
     # Each device reports once a second until the stop, so every twin's newest reading is
     # recent; a few seconds of slack absorbs a busy machine.
-    newest = {s["id"]: max(s["reported_ts"].values()) for s in snaps}
+    newest = {s["id"]: newest_stamp(s["reported_ts"]) for s in snaps}
     stale = {i: round(signalled_at - ts, 2) for i, ts in newest.items() if ts < signalled_at - 3}
     assert not stale
 

@@ -1,0 +1,74 @@
+"""MQTT gateways as Ray actors of their own, so an operator adds gateways as the fleet grows.
+
+Each gateway actor routes through a ``FleetClient`` built from the runtime's ``FleetView``; the
+gateways share the device topics through an MQTT shared subscription (``$share/<group>/...``),
+so the broker spreads messages over them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+import ray
+
+from twinfleet.runtime import RuntimeFleet
+from twinfleet.runtime.client import FleetClient, FleetView
+
+from .mqtt import MqttGateway, MqttSettings
+
+__all__ = ["GatewayProcess", "spawn_gateway"]
+
+
+class GatewayProcess:
+    """One ``MqttGateway`` and its own router, inside the process that hosts it."""
+
+    def __init__(self, view: FleetView, settings: MqttSettings) -> None:
+        self._client = FleetClient(view)
+        self._gateway = MqttGateway(RuntimeFleet(self._client), settings)
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self, timeout_s: float = 30.0) -> None:
+        """Connect, subscribe, follow events; returns once the gateway is ready."""
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._gateway.run())
+        ready = asyncio.ensure_future(self._gateway.wait_ready(timeout_s))
+        await asyncio.wait({ready, self._task}, return_when=asyncio.FIRST_COMPLETED)
+        if self._task.done():
+            ready.cancel()
+            self._task.result()  # raises what stopped it (a TLS misconfiguration, say)
+        await ready
+
+    async def stats(self) -> dict[str, Any]:
+        """The gateway's counters and its router's."""
+        router = self._client.router
+        return {
+            **self._gateway.stats,
+            "routed_applied": router.applied,
+            "routed_failed": router.failed,
+            "connected": self._gateway.connected,
+        }
+
+    async def flush(self) -> None:
+        """Wait until every message read so far is applied by its twin."""
+        await asyncio.to_thread(self._client.flush)
+
+    async def stop(self) -> None:
+        """Hand over what was read, then disconnect."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await asyncio.to_thread(self._client.close)
+
+
+_GatewayActor = ray.remote(GatewayProcess)
+
+
+def spawn_gateway(view: FleetView, settings: MqttSettings, *, name: str | None = None) -> Any:
+    """Start a gateway actor (call ``start`` on it); Ray restarts it if its process dies."""
+    return _GatewayActor.options(
+        name=name, num_cpus=0, max_restarts=-1, max_concurrency=100
+    ).remote(view, settings)

@@ -1,0 +1,173 @@
+"""The asyncio side of ``twinfleet up``: MQTT broker and gateway, CoAP endpoint, simulated
+devices, all on one event loop in a thread of their own."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from twinfleet.adapters.broker import EmbeddedBroker
+from twinfleet.adapters.coap import CoapEndpoint
+from twinfleet.adapters.devices import DeviceFleet, DeviceFleetOptions
+from twinfleet.adapters.mqtt import MqttGateway, MqttSettings
+from twinfleet.runtime import Runtime, RuntimeFleet
+
+__all__ = ["EdgeOptions", "Edges"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class EdgeOptions:
+    """Where the edges listen and what they simulate."""
+
+    host: str = "127.0.0.1"
+    mqtt: str | None = None  # None: an embedded broker
+    mqtt_port: int = 1883  # the embedded broker's port (a free one if taken)
+    mqtt_ca: str | None = None
+    mqtt_cert: str | None = None
+    mqtt_key: str | None = None
+    coap_port: int = 5683
+    simulate: int = 0
+    interval_s: float | None = None
+    seed: int = 0
+    coap_share: float = 0.2  # of simulated devices, the part that speaks CoAP
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.coap_port <= 65535 or not 0 <= self.mqtt_port <= 65535:
+            raise ValueError("ports lie between 0 and 65535")
+        if self.simulate < 0:
+            raise ValueError("simulate a number of devices, 0 or more")
+        if not 0.0 <= self.coap_share <= 1.0:
+            raise ValueError("coap_share is a fraction")
+
+
+class Edges(threading.Thread):
+    """Runs the edges until ``stop()``; ``ready`` is set once devices can connect."""
+
+    def __init__(self, runtime: Runtime, options: EdgeOptions) -> None:
+        super().__init__(name="twinfleet-edges", daemon=True)
+        self._runtime = runtime
+        self._options = options
+        self.ready = threading.Event()
+        self.error: BaseException | None = None
+        self.mqtt_url = ""
+        self.coap_url = ""
+        self.gateway: MqttGateway | None = None
+        self.coap: CoapEndpoint | None = None
+        self.devices: list[DeviceFleet] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopping: asyncio.Event | None = None
+
+    def run(self) -> None:
+        try:
+            asyncio.run(self._main())
+        except BaseException as err:  # reported to the main thread, which stops the platform
+            self.error = err
+            self.ready.set()
+
+    async def _main(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stopping = asyncio.Event()
+        options = self._options
+        fleet = RuntimeFleet(self._runtime)
+        async with contextlib.AsyncExitStack() as stack:
+            if options.mqtt:
+                settings = MqttSettings.from_url(
+                    options.mqtt,
+                    ca_file=options.mqtt_ca,
+                    cert_file=options.mqtt_cert,
+                    key_file=options.mqtt_key,
+                )
+            else:
+                broker = await _embedded_broker(options)
+                stack.push_async_callback(broker.stop)
+                settings = broker.settings()
+            self.mqtt_url = settings.url
+            self.gateway = MqttGateway(fleet, settings)
+            gateway_run = asyncio.create_task(self.gateway.run(), name="mqtt-gateway")
+            stack.push_async_callback(_cancel, gateway_run)
+            await _ready(self.gateway, gateway_run)
+            self.coap = await stack.enter_async_context(
+                CoapEndpoint(fleet, host=options.host, port=options.coap_port)
+            )
+            self.coap_url = f"coap://{options.host}:{self.coap.port}"
+            for fleet_options in self._device_fleets():
+                self.devices.append(await stack.enter_async_context(DeviceFleet(fleet_options)))
+            self.ready.set()
+            await self._stopping.wait()
+
+    def _device_fleets(self) -> list[DeviceFleetOptions]:
+        options = self._options
+        if not options.simulate:
+            return []
+        coap = round(options.simulate * options.coap_share)
+        mqtt = options.simulate - coap
+        common: dict[str, Any] = {"interval_s": options.interval_s, "seed": options.seed}
+        fleets = []
+        if mqtt:
+            fleets.append(
+                DeviceFleetOptions(
+                    devices=mqtt, protocol="mqtt", mqtt=self.mqtt_url, prefix="sim", **common
+                )
+            )
+        if coap:
+            fleets.append(
+                DeviceFleetOptions(
+                    devices=coap, protocol="coap", coap=self.coap_url, prefix="sim-coap", **common
+                )
+            )
+        return fleets
+
+    def stats(self) -> dict[str, int]:
+        """Counters of the edges, for the fleet summary."""
+        gateway = self.gateway.stats if self.gateway is not None else {}
+        coap = self.coap.stats if self.coap is not None else {}
+        return {
+            "mqtt_in": int(gateway.get("received", 0)),
+            "coap_in": int(coap.get("requests", 0)),
+            "edge_rejected": int(gateway.get("rejected", 0)) + int(coap.get("rejected", 0)),
+            "devices_sent": sum(d.stats.sent for d in self.devices),
+        }
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop devices, endpoint, gateway and broker (in that order), then the loop."""
+        if self._loop is not None and self._stopping is not None:
+            with contextlib.suppress(RuntimeError):  # the loop already ended
+                self._loop.call_soon_threadsafe(self._stopping.set)
+        self.join(timeout)
+
+
+async def _embedded_broker(options: EdgeOptions) -> EmbeddedBroker:
+    """A started embedded broker on the asked port, or on a free one if that is taken."""
+    broker = EmbeddedBroker(host=options.host, port=options.mqtt_port)
+    try:
+        await broker.start()
+    except Exception as err:  # amqtt wraps the OSError of bind in its BrokerError
+        cause = err if isinstance(err, OSError) else err.__cause__
+        if not isinstance(cause, OSError) or cause.errno != errno.EADDRINUSE:
+            raise
+        log.warning("port %d is taken; the embedded broker takes a free one", options.mqtt_port)
+        broker = EmbeddedBroker(host=options.host, port=0)
+        await broker.start()
+    return broker
+
+
+async def _ready(gateway: MqttGateway, running: asyncio.Task[None]) -> None:
+    ready = asyncio.ensure_future(gateway.wait_ready(30.0))
+    await asyncio.wait({ready, running}, return_when=asyncio.FIRST_COMPLETED)
+    if running.done():
+        ready.cancel()
+        running.result()
+    await ready
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
