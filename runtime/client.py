@@ -101,6 +101,10 @@ class FleetClient:
         self._router.route(good)
         return IngestResult(len(good), tuple(rejected))
 
+    def flush_twin(self, twin_id: str) -> None:
+        """Wait until the messages routed so far to this twin's host are applied."""
+        self._router.flush(self.owner_of(twin_id))
+
     def flush(self) -> None:
         """Wait until everything routed so far is applied."""
         self._router.flush()

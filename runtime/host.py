@@ -276,6 +276,7 @@ class TwinHost:
         self._ensure_started()
         twins = self._twins
         rejected: list[Rejection] = []
+        protocols: list[str | None] = []  # of each rejected message, for its event
         new: dict[str, str | None] = {}
         for msg in messages:
             if msg[0] not in twins and msg[0] not in new:
@@ -283,6 +284,7 @@ class TwinHost:
                     validate_device_id(msg[0])
                 except TwinfleetError as err:
                     rejected.append(Rejection(str(msg[0]), err.code, err.message))
+                    protocols.append(msg[4] if len(msg) > 4 else None)
                     continue
                 new[msg[0]] = msg[5] if len(msg) > 5 else None
         if new:
@@ -302,9 +304,11 @@ class TwinHost:
                 changed = twin.apply_message(msg[1], msg[2], now=now, ts=msg[3], protocol=msg[4])
             except TwinfleetError as err:
                 rejected.append(Rejection(twin_id, err.code, err.message))
+                protocols.append(msg[4])
                 continue
             except (TypeError, ValueError, AttributeError) as err:
                 rejected.append(Rejection(twin_id, "invalid_message", str(err)))
+                protocols.append(msg[4])
                 continue
             last_used[twin_id] = now
             if changed:
@@ -318,8 +322,8 @@ class TwinHost:
                 dirty.add(twin_id)  # presence changed, even if no value did
                 self._emit("presence", twin_id, self._presence_data(twin))
         self._sample_delays(messages, self._clock())
-        for rejection in rejected:
-            data = {"code": rejection.code, "message": rejection.message}
+        for rejection, protocol in zip(rejected, protocols, strict=True):
+            data = {"code": rejection.code, "message": rejection.message, "protocol": protocol}
             self._emit("rejected", rejection.device_id, data)
         counters = self._counters
         counters["applied"] += applied

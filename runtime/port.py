@@ -204,6 +204,10 @@ class _Routes(Protocol):
         """Route messages to hosts (blocking under backpressure)."""
         ...
 
+    def flush_twin(self, twin_id: str) -> None:
+        """Wait until the messages routed so far to this twin's host are applied."""
+        ...
+
 
 class RuntimeFleet(_PortBase):
     """The platform behind a ``Runtime`` (or a ``FleetClient``): hosts and hub on Ray."""
@@ -221,7 +225,8 @@ class RuntimeFleet(_PortBase):
         return await _result(getattr(host, method).remote(*args, **kwargs))
 
     async def device_offline(self, device_id: str, *, protocol: str) -> None:
-        """Mark the twin offline now."""
+        """Mark the twin offline now, after the device's messages still on their way."""
+        await asyncio.to_thread(self.runtime.flush_twin, device_id)
         await self._host_call(device_id, "device_offline", device_id, protocol=protocol)
 
     async def desired(self, device_id: str) -> dict[str, Any]:

@@ -307,6 +307,10 @@ class Runtime:
         )
         return events
 
+    def flush_twin(self, twin_id: str) -> None:
+        """Wait until the messages routed so far to this twin's host are applied."""
+        self._router.flush(self.owner_of(twin_id))
+
     def flush(self) -> None:
         """Wait until every message ingested so far is applied by its twin."""
         self._router.flush()
