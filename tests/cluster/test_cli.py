@@ -238,3 +238,22 @@ def test_help_and_version(tmp_path: Path) -> None:
     version = _run("--version", cwd=tmp_path, timeout=QUICK_TIMEOUT_S)
     assert version.returncode == 0, version.stderr
     assert version.stdout.strip() == "twinfleet, version 0.1.0"
+
+
+@pytest.mark.services
+def test_up_with_an_external_broker_takes_devices_over_mqtt_and_coap(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    done = _run(
+        "up", "--simulate", "100", "--interval", "1", "--duration", "8", "--json",
+        "--mqtt", "mqtt://127.0.0.1:1883", "--coap-port", "0", "--data-dir", str(data_dir),
+        cwd=tmp_path,
+    )  # fmt: skip
+
+    assert done.returncode == 0, done.stderr
+    assert "MQTT gateway on mqtt://127.0.0.1:1883" in done.stdout
+    summary = _summary(done.stdout)
+    assert summary["twins"] == 100
+    assert summary["mqtt_in"] > 0
+    assert summary["coap_in"] > 0
+    protocols = {s["protocol"] for s in _snapshots(data_dir)}
+    assert protocols == {"mqtt", "coap"}
