@@ -60,6 +60,22 @@ class StateStore(Protocol):
         """Up to ``limit`` registry entries in id order, starting after id ``after``."""
         ...
 
+    def put_item(self, kind: str, key: str, doc: Mapping[str, Any]) -> None:
+        """Durably write a small document of another kind (tokens, ...), replacing any."""
+        ...
+
+    def get_item(self, kind: str, key: str) -> dict[str, Any] | None:
+        """The document ``key`` of ``kind``, if any."""
+        ...
+
+    def list_items(self, kind: str) -> list[dict[str, Any]]:
+        """Every document of ``kind``, in key order."""
+        ...
+
+    def delete_item(self, kind: str, key: str) -> bool:
+        """Forget document ``key`` of ``kind``; returns whether it existed."""
+        ...
+
     def clear(self) -> None:
         """Remove everything this store holds (tests and ``twinfleet reset``)."""
         ...

@@ -30,6 +30,7 @@ class MemoryStore:
         self.url = url
         self._twins: dict[str, bytes] = {}
         self._registry: dict[str, bytes] = {}
+        self._items: dict[str, dict[str, bytes]] = {}
 
     def load_many(self, ids: Sequence[str]) -> dict[str, Snapshot]:
         """Snapshots of those ``ids`` that exist, by id."""
@@ -73,10 +74,29 @@ class MemoryStore:
         """Up to ``limit`` registry entries in id order, starting after id ``after``."""
         return _page(self._registry, after, limit)
 
+    def put_item(self, kind: str, key: str, doc: Mapping[str, Any]) -> None:
+        """Write a document of another kind."""
+        self._items.setdefault(kind, {})[key] = encode(doc)
+
+    def get_item(self, kind: str, key: str) -> dict[str, Any] | None:
+        """The document ``key`` of ``kind``, if any."""
+        raw = self._items.get(kind, {}).get(key)
+        return None if raw is None else decode(raw)
+
+    def list_items(self, kind: str) -> list[dict[str, Any]]:
+        """Every document of ``kind``, in key order."""
+        items = self._items.get(kind, {})
+        return [decode(items[k]) for k in sorted(items)]
+
+    def delete_item(self, kind: str, key: str) -> bool:
+        """Forget a document; returns whether it existed."""
+        return self._items.get(kind, {}).pop(key, None) is not None
+
     def clear(self) -> None:
         """Remove everything."""
         self._twins.clear()
         self._registry.clear()
+        self._items.clear()
 
     def close(self) -> None:
         """Nothing to release."""

@@ -186,6 +186,28 @@ class RedisStore:
             start = f"({names[-1]}"
         return page
 
+    def put_item(self, kind: str, key: str, doc: Mapping[str, Any]) -> None:
+        """Durably write a document of another kind (a field of the kind's hash)."""
+        with self._reach(f"write {kind} {key!r}"):
+            self._redis.hset(f"{self.prefix}:items:{kind}", key, encode(doc))
+
+    def get_item(self, kind: str, key: str) -> dict[str, Any] | None:
+        """The document ``key`` of ``kind``, if any."""
+        with self._reach(f"read {kind} {key!r}"):
+            raw = self._redis.hget(f"{self.prefix}:items:{kind}", key)
+        return None if raw is None else decode(raw)
+
+    def list_items(self, kind: str) -> list[dict[str, Any]]:
+        """Every document of ``kind``, in key order."""
+        with self._reach(f"list {kind}"):
+            found = self._redis.hgetall(f"{self.prefix}:items:{kind}")
+        return [decode(found[k]) for k in sorted(found)]
+
+    def delete_item(self, kind: str, key: str) -> bool:
+        """Forget a document; returns whether it existed."""
+        with self._reach(f"delete {kind} {key!r}"):
+            return bool(self._redis.hdel(f"{self.prefix}:items:{kind}", key))
+
     def clear(self) -> None:
         """Delete every key under this store's prefix, and no other key."""
         with self._reach("clear"):

@@ -20,6 +20,9 @@ _CHUNK = 500  # bound parameters per IN list, well under SQLite's limit
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS twins (id TEXT PRIMARY KEY, doc BLOB NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS registry (id TEXT PRIMARY KEY, entry BLOB NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS items (
+    kind TEXT NOT NULL, key TEXT NOT NULL, doc BLOB NOT NULL, PRIMARY KEY (kind, key)
+) WITHOUT ROWID;
 """
 _UPSERT_TWIN = (
     "INSERT INTO twins (id, doc) VALUES (?, ?) ON CONFLICT (id) DO UPDATE SET doc = excluded.doc"
@@ -153,11 +156,39 @@ class SqliteStore:
         # Ids are never empty, so every id sorts after "".
         return [decode(doc) for (doc,) in self._conn.execute(sql, (after or "", limit))]
 
+    def put_item(self, kind: str, key: str, doc: Mapping[str, Any]) -> None:
+        """Durably write a document of another kind, replacing any."""
+        with self._write(f"write {kind} {key!r}") as conn:
+            conn.execute(
+                "INSERT INTO items (kind, key, doc) VALUES (?, ?, ?)"
+                " ON CONFLICT (kind, key) DO UPDATE SET doc = excluded.doc",
+                (kind, key, encode(doc)),
+            )
+
+    def get_item(self, kind: str, key: str) -> dict[str, Any] | None:
+        """The document ``key`` of ``kind``, if any."""
+        row = self._conn.execute(
+            "SELECT doc FROM items WHERE kind = ? AND key = ?", (kind, key)
+        ).fetchone()
+        return None if row is None else decode(row[0])
+
+    def list_items(self, kind: str) -> list[dict[str, Any]]:
+        """Every document of ``kind``, in key order."""
+        rows = self._conn.execute("SELECT doc FROM items WHERE kind = ? ORDER BY key", (kind,))
+        return [decode(doc) for (doc,) in rows]
+
+    def delete_item(self, kind: str, key: str) -> bool:
+        """Forget a document; returns whether it existed."""
+        with self._write(f"delete {kind} {key!r}") as conn:
+            cursor = conn.execute("DELETE FROM items WHERE kind = ? AND key = ?", (kind, key))
+            return cursor.rowcount > 0
+
     def clear(self) -> None:
-        """Remove every snapshot and registry entry (the file and its tables stay)."""
+        """Remove every snapshot, registry entry and item (the file and its tables stay)."""
         with self._write("clear") as conn:
             conn.execute("DELETE FROM twins")
             conn.execute("DELETE FROM registry")
+            conn.execute("DELETE FROM items")
 
     def close(self) -> None:
         """Close the connection."""

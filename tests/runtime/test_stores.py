@@ -411,3 +411,20 @@ def test_memory_stores_are_separate() -> None:
     first, second = open_store("memory://"), open_store("memory://")
     first.commit(snap("a"))
     assert second.count() == 0
+
+
+def test_items_of_other_kinds(store: StateStore) -> None:
+    store.put_item("tokens", "b", {"id": "b", "role": "viewer"})
+    store.put_item("tokens", "a", {"id": "a", "role": "admin"})
+    store.put_item("other", "a", {"x": 1})
+    assert store.get_item("tokens", "a") == {"id": "a", "role": "admin"}
+    assert store.get_item("tokens", "zzz") is None
+    assert [d["id"] for d in store.list_items("tokens")] == ["a", "b"]
+    store.put_item("tokens", "a", {"id": "a", "role": "operator"})
+    assert store.get_item("tokens", "a") == {"id": "a", "role": "operator"}
+    assert store.delete_item("tokens", "a") is True
+    assert store.delete_item("tokens", "a") is False
+    assert [d["id"] for d in store.list_items("tokens")] == ["b"]
+    assert store.list_items("other") == [{"x": 1}]
+    store.clear()
+    assert store.list_items("tokens") == []
