@@ -102,6 +102,12 @@ class _PortBase:
         """The id of the newest event so far."""
         return await self._last_event_id()
 
+    async def poll(
+        self, after: int, types: Collection[str] | None = None, timeout: float = 0.0
+    ) -> list[Event]:
+        """Events after id ``after`` (of ``types``), waiting up to ``timeout`` for the first."""
+        return await self._poll(after, types, timeout)
+
     async def reject(self, device_id: str, code: str, message: str, *, protocol: str) -> None:
         """Count a refused message and publish a ``rejected`` event."""
         self.rejections[code] += 1
@@ -220,25 +226,26 @@ class RuntimeFleet(_PortBase):
         """Route the messages (in a worker thread: the router blocks under backpressure)."""
         return await asyncio.to_thread(self.runtime.ingest, list(messages))
 
-    async def _host_call(self, device_id: str, method: str, *args: Any, **kwargs: Any) -> Any:
+    async def call(self, device_id: str, method: str, *args: Any, **kwargs: Any) -> Any:
+        """Call ``method`` on the host of ``device_id`` and await its answer."""
         host = self.runtime.owner_of(device_id)
         return await _result(getattr(host, method).remote(*args, **kwargs))
 
     async def device_offline(self, device_id: str, *, protocol: str) -> None:
         """Mark the twin offline now, after the device's messages still on their way."""
         await asyncio.to_thread(self.runtime.flush_twin, device_id)
-        await self._host_call(device_id, "device_offline", device_id, protocol=protocol)
+        await self.call(device_id, "device_offline", device_id, protocol=protocol)
 
     async def desired(self, device_id: str) -> dict[str, Any]:
         """The twin's desired document."""
-        doc: dict[str, Any] = await self._host_call(device_id, "desired", device_id)
+        doc: dict[str, Any] = await self.call(device_id, "desired", device_id)
         return doc
 
     async def claim_commands(
         self, device_id: str, *, protocol: str, ids: Collection[str] | None = None
     ) -> list[dict[str, Any]]:
         """Queued commands, marked sent."""
-        claimed: list[dict[str, Any]] = await self._host_call(
+        claimed: list[dict[str, Any]] = await self.call(
             device_id, "claim_commands", device_id, protocol=protocol, ids=ids
         )
         return claimed
@@ -247,7 +254,7 @@ class RuntimeFleet(_PortBase):
         self, device_id: str, command_id: str, response: Mapping[str, Any]
     ) -> dict[str, Any]:
         """Record the device's answer."""
-        record: dict[str, Any] = await self._host_call(
+        record: dict[str, Any] = await self.call(
             device_id, "command_response", device_id, command_id, dict(response)
         )
         return record

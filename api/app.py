@@ -1,0 +1,289 @@
+"""The HTTP API (FastAPI) under ``/api/v1``: twins, commands, tokens, events.
+
+The API holds no twin state: every answer comes from the runtime's hosts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Mapping
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request, Response
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, Field
+
+from twinfleet.runtime import Runtime, RuntimeFleet
+from twinfleet.twins import InvalidPatch, TwinFilter, TwinfleetError, validate_device_id
+
+from .auth import Principal, TokenStore, Unauthorized
+from .errors import error_body, install_error_handlers
+
+__all__ = ["ApiError", "create_app"]
+
+MAX_BODY_BYTES = 256 * 1024
+_MERGE_PATCH = "application/merge-patch+json"
+
+
+class ApiError(TwinfleetError):
+    """An API-level refusal with its own code (precondition_required, unsupported_media_type)."""
+
+    def __init__(self, code: str, message: str, *, field: str | None = None) -> None:
+        super().__init__(message, field=field)
+        self.code = code
+
+
+class CommandIn(BaseModel):
+    """A command for a device."""
+
+    name: str = Field(min_length=1, max_length=64)
+    params: dict[str, Any] = Field(default_factory=dict)
+    timeout_s: float = Field(default=10.0, ge=0, le=300)
+    ttl_s: float = Field(default=3600.0, ge=1, le=30 * 86_400)
+
+
+class TokenIn(BaseModel):
+    """A token to create."""
+
+    role: str
+    name: str = Field(default="", max_length=100)
+
+
+def create_app(runtime: Runtime, tokens: TokenStore, *, require_if_match: bool = False) -> FastAPI:
+    """The API for ``runtime``, authenticating with ``tokens``."""
+    fleet = RuntimeFleet(runtime)
+    app = FastAPI(
+        title="twinfleet",
+        version="0.1.0",
+        description="Digital twins for IoT device fleets: twins, commands, events.",
+        openapi_url="/openapi.json",
+    )
+    install_error_handlers(app)
+
+    @app.middleware("http")
+    async def limit_body(request: Request, call_next: Any) -> Response:
+        length = request.headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
+            return JSONResponse(
+                error_body(
+                    "payload_too_large",
+                    f"request bodies are limited to {MAX_BODY_BYTES} bytes",
+                    "body",
+                ),
+                413,
+            )
+        response: Response = await call_next(request)
+        return response
+
+    def principal(authorization: Annotated[str | None, Header()] = None) -> Principal:
+        if not authorization or not authorization.lower().startswith("bearer "):
+            raise Unauthorized("send 'Authorization: Bearer <token>'", field="authorization")
+        return tokens.verify(authorization[7:].strip())
+
+    def allowed(permission: str) -> Any:
+        # A default, not Annotated: ``principal`` is local, and annotations are strings here.
+        def check(who: Principal = Depends(principal)) -> Principal:  # noqa: B008
+            who.require(permission)
+            return who
+
+        return Depends(check)
+
+    @app.get("/healthz", tags=["operations"])
+    async def healthz() -> dict[str, str]:
+        """Liveness: the API process answers."""
+        return {"status": "ok"}
+
+    api = APIRouter(prefix="/api/v1")
+
+    @api.get("/twins", tags=["twins"], dependencies=[allowed("twins:read")])
+    async def list_twins(  # noqa: PLR0917 - FastAPI passes query parameters by name
+        type: str | None = None,  # noqa: A002 - the contract's name
+        tag: Annotated[list[str] | None, Query(description="key:value, repeatable")] = None,
+        online: bool | None = None,
+        anomalous: bool | None = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        cursor: str | None = None,
+    ) -> dict[str, Any]:
+        """Twins in id order, a page at a time (``next`` is the cursor of the following one)."""
+        tags = {}
+        for item in tag or []:
+            key, sep, value = item.partition(":")
+            if not sep or not key:
+                raise InvalidPatch(f"tag {item!r} is not key:value", field="tag")
+            tags[key] = value
+        flt = TwinFilter(type=type, tags=tags, online=online, anomalous=anomalous)
+        page = await asyncio.to_thread(runtime.query, flt, after=cursor, limit=limit)
+        return {"items": page.items, "next": page.next}
+
+    @api.get("/twins/{twin_id}", tags=["twins"], dependencies=[allowed("twins:read")])
+    async def get_twin(twin_id: str) -> Response:
+        """The twin document; ``ETag`` is its version."""
+        validate_device_id(twin_id)
+        return _document(await fleet.call(twin_id, "get", twin_id))
+
+    @api.patch("/twins/{twin_id}/desired", tags=["twins"], dependencies=[allowed("twins:write")])
+    async def patch_desired(
+        twin_id: str, request: Request, if_match: Annotated[str | None, Header()] = None
+    ) -> Response:
+        """Merge-patch desired state (RFC 7396); answered once the change is durable."""
+        validate_device_id(twin_id)
+        patch = await _merge_patch(request)
+        expected = _expected_version(if_match)
+        if expected is None and require_if_match:
+            raise ApiError(
+                "precondition_required", "send If-Match with the twin's version", field="if-match"
+            )
+        doc = await fleet.call(twin_id, "patch_desired", twin_id, patch, expected_version=expected)
+        return _document(doc)
+
+    @api.patch("/twins/{twin_id}/tags", tags=["twins"], dependencies=[allowed("twins:write")])
+    async def patch_tags(
+        twin_id: str, request: Request, if_match: Annotated[str | None, Header()] = None
+    ) -> Response:
+        """Merge-patch the twin's tags; answered once the change is durable."""
+        validate_device_id(twin_id)
+        patch = await _merge_patch(request)
+        doc = await fleet.call(
+            twin_id, "patch_tags", twin_id, patch, expected_version=_expected_version(if_match)
+        )
+        return _document(doc)
+
+    @api.post(
+        "/twins/{twin_id}/commands", tags=["commands"], dependencies=[allowed("commands:send")]
+    )
+    async def send_command(twin_id: str, command: CommandIn) -> JSONResponse:
+        """200 with the device's answer if it came within ``timeout_s``, else 202."""
+        validate_device_id(twin_id)
+        record = await fleet.call(twin_id, "send_command", twin_id, command.model_dump())
+        final = record["status"] in ("succeeded", "failed")
+        return JSONResponse(_command(record), 200 if final else 202)
+
+    @api.get(
+        "/twins/{twin_id}/commands/{command_id}",
+        tags=["commands"],
+        dependencies=[allowed("twins:read")],
+    )
+    async def get_command(twin_id: str, command_id: str) -> dict[str, Any]:
+        """A command's record."""
+        validate_device_id(twin_id)
+        return _command(await fleet.call(twin_id, "get_command", twin_id, command_id))
+
+    @api.post("/tokens", tags=["tokens"], status_code=201, dependencies=[allowed("tokens:manage")])
+    async def create_token(body: TokenIn) -> dict[str, Any]:
+        """A new bearer token; the token itself is shown this once."""
+        record, token = await asyncio.to_thread(tokens.create, body.role, name=body.name)
+        return {**record, "token": token}
+
+    @api.get("/tokens", tags=["tokens"], dependencies=[allowed("tokens:manage")])
+    async def list_tokens() -> dict[str, Any]:
+        """Every token (without secrets)."""
+        return {"items": await asyncio.to_thread(tokens.list)}
+
+    @api.delete(
+        "/tokens/{token_id}",
+        tags=["tokens"],
+        status_code=204,
+        dependencies=[allowed("tokens:manage")],
+    )
+    async def revoke_token(token_id: str) -> Response:
+        """Revoke a token."""
+        if not await asyncio.to_thread(tokens.revoke, token_id):
+            raise ApiError("not_found", f"no token {token_id!r}", field="token_id")
+        return Response(status_code=204)
+
+    @api.get("/events", tags=["events"], dependencies=[allowed("events:read")])
+    async def events(
+        request: Request,
+        type: Annotated[list[str] | None, Query()] = None,  # noqa: A002
+        twin: str | None = None,
+        last_event_id: Annotated[str | None, Header()] = None,
+        after: int | None = None,
+    ) -> StreamingResponse:
+        """Server-Sent Events: twin changes, presence, anomalies, commands, rejections.
+
+        Resume with the ``Last-Event-ID`` header (or ``after``).
+        """
+        start = after
+        if last_event_id is not None:
+            if not last_event_id.isdigit():
+                raise InvalidPatch("Last-Event-ID is an event id", field="last-event-id")
+            start = int(last_event_id)
+        return StreamingResponse(
+            _sse(fleet, request, types=type, twin=twin, after=start),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+
+    app.include_router(api)
+    return app
+
+
+async def _sse(
+    fleet: RuntimeFleet,
+    request: Request,
+    *,
+    types: list[str] | None,
+    twin: str | None,
+    after: int | None,
+) -> AsyncIterator[bytes]:
+    cursor = await fleet.last_event_id() if after is None else after
+    wanted = frozenset(types) if types else None
+    yield b": twinfleet events\n\n"
+    last_beat = time.monotonic()
+    while not await request.is_disconnected():
+        batch = await fleet.poll(cursor, wanted, 5.0)
+        for event in batch:
+            cursor = event.id
+            if twin is not None and event.twin_id != twin:
+                continue
+            data = orjson.dumps(
+                {
+                    "id": event.id,
+                    "type": event.type,
+                    "twin_id": event.twin_id,
+                    "ts": event.ts,
+                    "data": event.data,
+                }
+            )
+            yield b"id: %d\nevent: %s\ndata: %s\n\n" % (event.id, event.type.encode(), data)
+        if time.monotonic() - last_beat > 15:
+            last_beat = time.monotonic()
+            yield b": keep-alive\n\n"
+
+
+async def _merge_patch(request: Request) -> dict[str, Any]:
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind not in (_MERGE_PATCH, "application/json"):
+        raise ApiError(
+            "unsupported_media_type",
+            f"send {_MERGE_PATCH} (or application/json), not {kind or 'nothing'}",
+            field="content-type",
+        )
+    try:
+        patch = orjson.loads(await request.body())
+    except orjson.JSONDecodeError as err:
+        raise InvalidPatch(f"the body is not JSON: {err}", field="body") from None
+    if not isinstance(patch, dict):
+        raise InvalidPatch("a merge patch here must be a JSON object", field="body")
+    return patch
+
+
+def _expected_version(if_match: str | None) -> int | None:
+    if if_match is None or if_match.strip() == "*":
+        return None
+    text = if_match.strip().removeprefix("W/").strip('"')
+    if not text.isdigit():
+        raise InvalidPatch(f"If-Match {if_match!r} is not a twin version", field="if-match")
+    return int(text)
+
+
+def _document(doc: Mapping[str, Any]) -> Response:
+    return Response(
+        orjson.dumps(doc), media_type="application/json", headers={"ETag": f'"{doc["version"]}"'}
+    )
+
+
+def _command(record: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in record.items() if k not in ("protocol", "online")}

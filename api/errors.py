@@ -1,0 +1,64 @@
+"""Every error the API answers, in one place: twinfleet's error codes to HTTP statuses."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Final
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from twinfleet.twins import TwinfleetError
+
+__all__ = ["HTTP_STATUS", "error_body", "install_error_handlers"]
+
+HTTP_STATUS: Final[Mapping[str, int]] = MappingProxyType(
+    {
+        "unauthorized": 401,
+        "forbidden": 403,
+        "twin_not_found": 404,
+        "command_not_found": 404,
+        "not_found": 404,
+        "conflict": 409,
+        "version_conflict": 412,
+        "precondition_required": 428,
+        "payload_too_large": 413,
+        "document_too_large": 413,
+        "unsupported_format": 415,
+        "unsupported_media_type": 415,
+        "store_unavailable": 503,
+    }
+)
+
+
+def error_body(code: str, message: str, field: str | None = None) -> dict[str, object]:
+    """The contract's error shape."""
+    return {"error": {"code": code, "message": message, "field": field}}
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Answer every error as ``{"error": {"code", "message", "field"}}``."""
+
+    @app.exception_handler(TwinfleetError)
+    async def twinfleet_error(request: Request, err: TwinfleetError) -> JSONResponse:
+        status = HTTP_STATUS.get(err.code, 400)
+        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+        return JSONResponse(error_body(err.code, err.message, err.field), status, headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, err: RequestValidationError) -> JSONResponse:
+        first = err.errors()[0] if err.errors() else {}
+        field = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or None
+        return JSONResponse(
+            error_body("invalid_request", str(first.get("msg", "invalid request")), field), 422
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, err: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(err.status_code, "http_error")
+        return JSONResponse(
+            error_body(code, str(err.detail)), err.status_code, getattr(err, "headers", None)
+        )
