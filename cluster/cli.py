@@ -90,6 +90,14 @@ def cli() -> None:
     "--mqtt-key", envvar="TWINFLEET_MQTT_KEY", metavar="FILE", help="Key of the client certificate."
 )
 @click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=8000,
+    show_default=True,
+    envvar="TWINFLEET_PORT",
+    help="Port of the HTTP API.",
+)
+@click.option(
     "--coap-port",
     type=click.IntRange(0, 65535),
     default=5683,
@@ -137,6 +145,7 @@ def up(  # noqa: PLR0917 - click passes options positionally
     mqtt_ca: str | None,
     mqtt_cert: str | None,
     mqtt_key: str | None,
+    port: int,
     coap_port: int,
     simulate: int,
     interval: float | None,
@@ -153,6 +162,7 @@ def up(  # noqa: PLR0917 - click passes options positionally
             mqtt_cert=mqtt_cert,
             mqtt_key=mqtt_key,
             coap_port=coap_port,
+            port=port,
             simulate=simulate,
             interval_s=interval,
         )

@@ -11,10 +11,14 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
+import uvicorn
+
 from twinfleet.adapters.broker import EmbeddedBroker
 from twinfleet.adapters.coap import CoapEndpoint
 from twinfleet.adapters.devices import DeviceFleet, DeviceFleetOptions
 from twinfleet.adapters.mqtt import MqttGateway, MqttSettings
+from twinfleet.api.app import create_app
+from twinfleet.api.auth import TokenStore
 from twinfleet.runtime import Runtime, RuntimeFleet
 
 __all__ = ["EdgeOptions", "Edges"]
@@ -33,13 +37,14 @@ class EdgeOptions:
     mqtt_cert: str | None = None
     mqtt_key: str | None = None
     coap_port: int = 5683
+    port: int = 8000  # the HTTP API
     simulate: int = 0
     interval_s: float | None = None
     seed: int = 0
     coap_share: float = 0.2  # of simulated devices, the part that speaks CoAP
 
     def __post_init__(self) -> None:
-        if not 0 <= self.coap_port <= 65535 or not 0 <= self.mqtt_port <= 65535:
+        if not all(0 <= p <= 65535 for p in (self.coap_port, self.mqtt_port, self.port)):
             raise ValueError("ports lie between 0 and 65535")
         if self.simulate < 0:
             raise ValueError("simulate a number of devices, 0 or more")
@@ -50,9 +55,11 @@ class EdgeOptions:
 class Edges(threading.Thread):
     """Runs the edges until ``stop()``; ``ready`` is set once devices can connect."""
 
-    def __init__(self, runtime: Runtime, options: EdgeOptions) -> None:
+    def __init__(self, runtime: Runtime, options: EdgeOptions, tokens: TokenStore) -> None:
         super().__init__(name="twinfleet-edges", daemon=True)
         self._runtime = runtime
+        self._tokens = tokens
+        self.api_url = ""
         self._options = options
         self.ready = threading.Event()
         self.error: BaseException | None = None
@@ -97,10 +104,38 @@ class Edges(threading.Thread):
                 CoapEndpoint(fleet, host=options.host, port=options.coap_port)
             )
             self.coap_url = f"coap://{options.host}:{self.coap.port}"
+            await self._serve_api(stack)
             for fleet_options in self._device_fleets():
-                self.devices.append(await stack.enter_async_context(DeviceFleet(fleet_options)))
+                devices = DeviceFleet(fleet_options)
+                await _register(fleet, devices)
+                self.devices.append(await stack.enter_async_context(devices))
             self.ready.set()
             await self._stopping.wait()
+
+    async def _serve_api(self, stack: contextlib.AsyncExitStack) -> None:
+        options = self._options
+        config = uvicorn.Config(
+            create_app(self._runtime, self._tokens),
+            host=options.host,
+            port=options.port,
+            log_level="warning",
+            lifespan="off",
+        )
+        server = uvicorn.Server(config)
+        serving = asyncio.create_task(server.serve(), name="http-api")
+
+        async def shutdown() -> None:
+            server.should_exit = True
+            await asyncio.wait({serving}, timeout=10)
+
+        stack.push_async_callback(shutdown)
+        while not server.started:
+            if serving.done():
+                serving.result()  # a port in use, say
+                raise RuntimeError("the HTTP API stopped while starting")
+            await asyncio.sleep(0.05)
+        port = server.servers[0].sockets[0].getsockname()[1] if server.servers else options.port
+        self.api_url = f"http://{options.host}:{port}"
 
     def _device_fleets(self) -> list[DeviceFleetOptions]:
         options = self._options
@@ -156,6 +191,23 @@ async def _embedded_broker(options: EdgeOptions) -> EmbeddedBroker:
         broker = EmbeddedBroker(host=options.host, port=0)
         await broker.start()
     return broker
+
+
+async def _register(fleet: RuntimeFleet, devices: DeviceFleet) -> None:
+    """Register simulated devices with their families, so their twins know what they are."""
+    gate = asyncio.Semaphore(32)
+
+    async def one(device_id: str) -> None:
+        entry = {
+            "id": device_id,
+            "type": devices.simulator.family(device_id),
+            "tags": {"simulated": True},
+            "placement": "virtual",
+        }
+        async with gate:
+            await fleet.call(device_id, "register", entry)
+
+    await asyncio.gather(*(one(i) for i in devices.device_ids))
 
 
 async def _ready(gateway: MqttGateway, running: asyncio.Task[None]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 import time
@@ -14,7 +15,9 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from twinfleet.api.auth import TokenStore
 from twinfleet.runtime import Runtime, RuntimeSettings
+from twinfleet.runtime.stores import open_store
 
 from .edges import EdgeOptions, Edges
 
@@ -68,13 +71,16 @@ def run_up(options: UpOptions, *, console: Console | None = None) -> dict[str, A
     # back so it stops the platform through the same clean path as Ctrl-C, exit status 0.
     signal.signal(signal.SIGTERM, stop)
     summary: dict[str, Any] = {}
-    edges = Edges(runtime, options.edges)
+    tokens = TokenStore(open_store(options.store_url))
+    token_file = _admin_token(options.data_dir, tokens)
+    edges = Edges(runtime, options.edges, tokens)
     try:
         edges.start()
         edges.ready.wait()
         if edges.error is not None:
             raise edges.error
         console.print(f"twinfleet: MQTT gateway on {edges.mqtt_url}, CoAP on {edges.coap_url}")
+        console.print(f"twinfleet: API on {edges.api_url} (admin token in {token_file})")
         deadline = None if options.duration_s is None else time.monotonic() + options.duration_s
         summary = _watch(runtime, edges, console, stop.event, deadline)
     finally:
@@ -86,6 +92,17 @@ def run_up(options: UpOptions, *, console: Console | None = None) -> dict[str, A
             signal.signal(sig, handler)
         console.print("twinfleet: stopped")
     return summary
+
+
+def _admin_token(data_dir: Path, tokens: TokenStore) -> Path:
+    """On first start, an admin token in ``<data-dir>/admin.token`` (mode 0600)."""
+    path = data_dir / "admin.token"
+    if not path.exists():
+        _, token = tokens.create("admin", name="admin (twinfleet up)")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(token + "\n")
+    return path
 
 
 def _watch(
