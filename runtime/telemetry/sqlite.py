@@ -1,0 +1,188 @@
+"""``SqliteTelemetrySink``: the embedded default ``TelemetrySink``, one SQLite file in WAL mode."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Literal
+
+from twinfleet.runtime.stores.sqlite import sqlite_path
+from twinfleet.twins.errors import StoreUnavailable
+
+from .base import Point, check_bounds, check_points
+
+__all__ = ["SqliteTelemetrySink"]
+
+# One row per point, clustered by series: a (twin, metric) time range is one index range.
+# WITHOUT ROWID because rows are small and the key is the whole identity (no second b-tree).
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS points (
+    twin_id TEXT NOT NULL,
+    metric TEXT NOT NULL,
+    ts REAL NOT NULL,
+    value REAL NOT NULL,
+    PRIMARY KEY (twin_id, metric, ts)
+) WITHOUT ROWID
+"""
+_UPSERT = (
+    "INSERT INTO points (twin_id, metric, ts, value) VALUES (?, ?, ?, ?)"
+    " ON CONFLICT (twin_id, metric, ts) DO UPDATE SET value = excluded.value"
+)
+# The metrics of a twin by skipping from one to the next through the primary key, so the cost
+# is one index seek per metric however long the history (a DISTINCT would read every point).
+_METRICS = """
+WITH RECURSIVE names(name) AS (
+    SELECT min(metric) FROM points WHERE twin_id = :twin
+    UNION ALL
+    SELECT (SELECT min(metric) FROM points WHERE twin_id = :twin AND metric > names.name)
+    FROM names WHERE names.name IS NOT NULL
+)
+SELECT name FROM names WHERE name IS NOT NULL
+"""
+# All metrics: one primary-key range per metric (found as above), merged by a bounded sort.
+_QUERY_ALL = """
+WITH RECURSIVE names(name) AS (
+    SELECT min(metric) FROM points WHERE twin_id = :twin
+    UNION ALL
+    SELECT (SELECT min(metric) FROM points WHERE twin_id = :twin AND metric > names.name)
+    FROM names WHERE names.name IS NOT NULL
+)
+SELECT twin_id, metric, ts, value FROM points
+WHERE twin_id = :twin AND metric IN (SELECT name FROM names) AND ts >= :since AND ts < :until
+ORDER BY ts, metric LIMIT :limit
+"""
+_QUERY_ONE = (
+    "SELECT twin_id, metric, ts, value FROM points"
+    " WHERE twin_id = :twin AND metric = :metric AND ts >= :since AND ts < :until"
+    " ORDER BY ts LIMIT :limit"
+)
+# Retention walks the series one index seek at a time: the oldest point of the next series.
+_FIRST_SERIES = "SELECT twin_id, metric, ts FROM points ORDER BY twin_id, metric, ts LIMIT 1"
+_NEXT_SERIES = (
+    "SELECT twin_id, metric, ts FROM points WHERE (twin_id, metric) > (?, ?)"
+    " ORDER BY twin_id, metric, ts LIMIT 1"
+)
+_DELETE_SERIES = "DELETE FROM points WHERE twin_id = ? AND metric = ? AND ts < ?"
+# Retention commits after this many series or deleted points, so writers wait only briefly.
+_RETENTION_SERIES_PER_TX = 1000
+_RETENTION_POINTS_PER_TX = 50_000
+
+
+class SqliteTelemetrySink:
+    """Telemetry points in a SQLite file of their own, which several processes may write.
+
+    WAL lets readers run beside the one writer; ``busy_timeout`` makes writers from other
+    processes wait instead of failing, and ``BEGIN IMMEDIATE`` takes the write lock up front
+    (a deferred transaction upgrading its lock can fail without waiting). ``synchronous``
+    is ``NORMAL`` by default: a commit survives a crash of the process, and the file stays
+    consistent on power loss, but the last commits before a power loss may be lost, which
+    suits history written in batches; pass ``"FULL"`` to sync every commit. SQLite failures
+    raise ``StoreUnavailable``.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        busy_timeout_s: float = 30.0,
+        synchronous: Literal["NORMAL", "FULL"] = "NORMAL",
+    ) -> None:
+        if synchronous not in ("NORMAL", "FULL"):
+            raise ValueError(f"synchronous must be 'NORMAL' or 'FULL', not {synchronous!r}")
+        self.url = url
+        self.path = Path(sqlite_path(url))
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # isolation_level=None: no implicit transactions, we issue BEGIN/COMMIT ourselves.
+        # check_same_thread=False: one worker thread at a time, not always the creating one.
+        self._conn = sqlite3.connect(
+            self.path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
+        )
+        try:
+            self._conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
+            self._conn.execute("PRAGMA journal_mode = WAL")
+            self._conn.execute(f"PRAGMA synchronous = {synchronous}")
+            with self._write("create its table") as conn:
+                conn.execute(_SCHEMA)
+        except BaseException:
+            self._conn.close()
+            raise
+
+    @contextmanager
+    def _write(self, action: str) -> Iterator[sqlite3.Connection]:
+        """One write transaction; SQLite's operational failures become ``StoreUnavailable``."""
+        conn = self._conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        except sqlite3.OperationalError as err:
+            raise StoreUnavailable(
+                f"SQLite telemetry sink {self.path} could not {action}: {err}"
+            ) from err
+
+    def write(self, points: Sequence[Point]) -> None:
+        """Store ``points`` in one transaction; a point replaces any with its identity."""
+        check_points(points)
+        if points:
+            with self._write(f"write {len(points)} points") as conn:
+                conn.executemany(_UPSERT, points)
+
+    def query(
+        self,
+        twin_id: str,
+        *,
+        metric: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int = 10_000,
+    ) -> list[Point]:
+        """Points of ``twin_id``, ``since <= ts < until``, by ``ts`` then metric, oldest first."""
+        low, high = check_bounds(since, until)
+        if limit <= 0 or low >= high:  # SQLite reads a negative LIMIT as "no limit"
+            return []
+        # Open bounds are infinities: stored times are finite, so they compare as intended.
+        params = {"twin": twin_id, "metric": metric, "since": low, "until": high, "limit": limit}
+        rows = self._conn.execute(_QUERY_ALL if metric is None else _QUERY_ONE, params)
+        return list(map(Point._make, rows))
+
+    def metrics(self, twin_id: str) -> list[str]:
+        """The metrics ``twin_id`` has points of, sorted."""
+        return [name for (name,) in self._conn.execute(_METRICS, {"twin": twin_id})]
+
+    def delete_before(self, ts: float) -> int:
+        """Delete the points of every twin older than ``ts``; how many.
+
+        The series are visited one after another in several short transactions (so hosts
+        writing meanwhile wait only briefly); each costs an index seek, not a full scan. If
+        it fails midway, the transactions already committed stay committed.
+        """
+        cutoff, _ = check_bounds(ts, None)
+        deleted = 0
+        conn = self._conn
+        row = conn.execute(_FIRST_SERIES).fetchone()
+        while row is not None:
+            series = deleted_here = 0
+            with self._write("delete old points") as conn:
+                while row is not None and series < _RETENTION_SERIES_PER_TX:
+                    twin_id, metric, oldest = row
+                    if oldest < cutoff:
+                        deleted_here += conn.execute(
+                            _DELETE_SERIES, (twin_id, metric, cutoff)
+                        ).rowcount
+                    row = conn.execute(_NEXT_SERIES, (twin_id, metric)).fetchone()
+                    series += 1
+                    if deleted_here >= _RETENTION_POINTS_PER_TX:
+                        break
+            deleted += deleted_here
+        return deleted
+
+    def close(self) -> None:
+        """Close the connection."""
+        self._conn.close()
