@@ -16,7 +16,16 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
 from twinfleet.runtime import Runtime, RuntimeFleet
-from twinfleet.twins import InvalidPatch, TwinFilter, TwinfleetError, validate_device_id
+from twinfleet.runtime.telemetry import TelemetrySink
+from twinfleet.twins import (
+    InvalidPatch,
+    TwinFilter,
+    TwinfleetError,
+    parse_filter,
+    parse_timestamp,
+    validate_device_id,
+)
+from twinfleet.twins.query import AllOf, TwinSelector
 
 from .auth import Principal, TokenStore, Unauthorized
 from .errors import error_body, install_error_handlers
@@ -51,8 +60,15 @@ class TokenIn(BaseModel):
     name: str = Field(default="", max_length=100)
 
 
-def create_app(runtime: Runtime, tokens: TokenStore, *, require_if_match: bool = False) -> FastAPI:
-    """The API for ``runtime``, authenticating with ``tokens``."""
+def create_app(
+    runtime: Runtime,
+    tokens: TokenStore,
+    *,
+    telemetry: TelemetrySink | None = None,
+    require_if_match: bool = False,
+) -> FastAPI:
+    """The API for ``runtime``, authenticating with ``tokens``, reading history from
+    ``telemetry``."""
     fleet = RuntimeFleet(runtime)
     app = FastAPI(
         title="twinfleet",
@@ -105,6 +121,9 @@ def create_app(runtime: Runtime, tokens: TokenStore, *, require_if_match: bool =
         anomalous: bool | None = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
         cursor: str | None = None,
+        filter: Annotated[  # noqa: A002 - the contract's name
+            str | None, Query(description="e.g. reported.temperature > 30 and online")
+        ] = None,
     ) -> dict[str, Any]:
         """Twins in id order, a page at a time (``next`` is the cursor of the following one)."""
         tags = {}
@@ -113,8 +132,12 @@ def create_app(runtime: Runtime, tokens: TokenStore, *, require_if_match: bool =
             if not sep or not key:
                 raise InvalidPatch(f"tag {item!r} is not key:value", field="tag")
             tags[key] = value
-        flt = TwinFilter(type=type, tags=tags, online=online, anomalous=anomalous)
-        page = await asyncio.to_thread(runtime.query, flt, after=cursor, limit=limit)
+        selector: TwinSelector = TwinFilter(
+            type=type, tags=tags, online=online, anomalous=anomalous
+        )
+        if filter:
+            selector = AllOf((selector, parse_filter(filter)))
+        page = await asyncio.to_thread(runtime.query, selector, after=cursor, limit=limit)
         return {"items": page.items, "next": page.next}
 
     @api.get("/twins/{twin_id}", tags=["twins"], dependencies=[allowed("twins:read")])
@@ -149,6 +172,33 @@ def create_app(runtime: Runtime, tokens: TokenStore, *, require_if_match: bool =
             twin_id, "patch_tags", twin_id, patch, expected_version=_expected_version(if_match)
         )
         return _document(doc)
+
+    @api.get("/twins/{twin_id}/telemetry", tags=["twins"], dependencies=[allowed("twins:read")])
+    async def telemetry_history(
+        twin_id: str,
+        metric: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        limit: Annotated[int, Query(ge=1, le=100_000)] = 10_000,
+    ) -> dict[str, Any]:
+        """Readings of a twin (one metric or all) in ``[since, until)``, oldest first.
+
+        ``since``/``until`` are Unix seconds or RFC 3339.
+        """
+        validate_device_id(twin_id)
+        if telemetry is None:
+            raise ApiError(
+                "not_found", "this platform keeps no telemetry history", field="telemetry"
+            )
+        points = await asyncio.to_thread(
+            telemetry.query,
+            twin_id,
+            metric=metric,
+            since=None if since is None else _time(since, "since"),
+            until=None if until is None else _time(until, "until"),
+            limit=limit,
+        )
+        return {"items": [{"metric": p.metric, "ts": p.ts, "value": p.value} for p in points]}
 
     @api.post(
         "/twins/{twin_id}/commands", tags=["commands"], dependencies=[allowed("commands:send")]
@@ -268,6 +318,13 @@ async def _merge_patch(request: Request) -> dict[str, Any]:
     if not isinstance(patch, dict):
         raise InvalidPatch("a merge patch here must be a JSON object", field="body")
     return patch
+
+
+def _time(text: str, field: str) -> float:
+    try:
+        return parse_timestamp(float(text), field=field)
+    except ValueError:
+        return parse_timestamp(text, field=field)
 
 
 def _expected_version(if_match: str | None) -> int | None:

@@ -40,6 +40,12 @@ def cli() -> None:
     help="State store: sqlite:///path (default: <data-dir>/state.db) or redis://host:port/db.",
 )
 @click.option(
+    "--tsdb",
+    envvar="TWINFLEET_TSDB",
+    metavar="URL",
+    help="Telemetry history: sqlite:///path (default: <data-dir>/telemetry.db).",
+)
+@click.option(
     "--ray-address",
     envvar="TWINFLEET_RAY_ADDRESS",
     metavar="ADDRESS",
@@ -137,6 +143,7 @@ def cli() -> None:
 def up(  # noqa: PLR0917 - click passes options positionally
     data_dir: Path,
     store: str | None,
+    tsdb: str | None,
     ray_address: str | None,
     hosts: int,
     host: str,
@@ -168,12 +175,15 @@ def up(  # noqa: PLR0917 - click passes options positionally
         )
         if mqtt:
             MqttSettings.from_url(mqtt, ca_file=mqtt_ca, cert_file=mqtt_cert, key_file=mqtt_key)
+        if tsdb and not tsdb.startswith(("sqlite:///", "memory://")):
+            raise ValueError(f"--tsdb {tsdb!r}: expected sqlite:///path or memory://")
     except ValueError as err:
         raise click.BadParameter(str(err)) from None
     summary = run_up(
         UpOptions(
             data_dir=data_dir,
             store=store,
+            tsdb=tsdb,
             ray_address=ray_address,
             hosts=hosts,
             duration_s=duration,

@@ -20,6 +20,7 @@ from twinfleet.adapters.mqtt import MqttGateway, MqttSettings
 from twinfleet.api.app import create_app
 from twinfleet.api.auth import TokenStore
 from twinfleet.runtime import Runtime, RuntimeFleet
+from twinfleet.runtime.telemetry import TelemetrySink
 
 __all__ = ["EdgeOptions", "Edges"]
 
@@ -55,10 +56,17 @@ class EdgeOptions:
 class Edges(threading.Thread):
     """Runs the edges until ``stop()``; ``ready`` is set once devices can connect."""
 
-    def __init__(self, runtime: Runtime, options: EdgeOptions, tokens: TokenStore) -> None:
+    def __init__(
+        self,
+        runtime: Runtime,
+        options: EdgeOptions,
+        tokens: TokenStore,
+        telemetry: TelemetrySink | None = None,
+    ) -> None:
         super().__init__(name="twinfleet-edges", daemon=True)
         self._runtime = runtime
         self._tokens = tokens
+        self._telemetry = telemetry
         self.api_url = ""
         self._options = options
         self.ready = threading.Event()
@@ -115,7 +123,7 @@ class Edges(threading.Thread):
     async def _serve_api(self, stack: contextlib.AsyncExitStack) -> None:
         options = self._options
         config = uvicorn.Config(
-            create_app(self._runtime, self._tokens),
+            create_app(self._runtime, self._tokens, telemetry=self._telemetry),
             host=options.host,
             port=options.port,
             log_level="warning",

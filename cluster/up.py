@@ -18,6 +18,7 @@ from rich.table import Table
 from twinfleet.api.auth import TokenStore
 from twinfleet.runtime import Runtime, RuntimeSettings
 from twinfleet.runtime.stores import open_store
+from twinfleet.runtime.telemetry import open_telemetry
 
 from .edges import EdgeOptions, Edges
 
@@ -30,6 +31,7 @@ class UpOptions:
 
     data_dir: Path
     store: str | None = None
+    tsdb: str | None = None
     ray_address: str | None = None
     hosts: int = 2
     duration_s: float | None = None
@@ -43,6 +45,11 @@ class UpOptions:
     def store_url(self) -> str:
         """The store URL, defaulting to SQLite in the data directory."""
         return self.store or f"sqlite:///{self.data_dir.resolve() / 'state.db'}"
+
+    @property
+    def tsdb_url(self) -> str:
+        """The telemetry history URL, defaulting to SQLite in the data directory."""
+        return self.tsdb or f"sqlite:///{self.data_dir.resolve() / 'telemetry.db'}"
 
 
 class _Stop:
@@ -65,7 +72,7 @@ def run_up(options: UpOptions, *, console: Console | None = None) -> dict[str, A
     runtime = Runtime(
         store=options.store_url,
         ray_address=options.ray_address,
-        settings=RuntimeSettings(hosts=options.hosts),
+        settings=RuntimeSettings(hosts=options.hosts, telemetry=options.tsdb_url),
     )
     # ray.init replaces the SIGTERM handler with one that calls sys.exit(15): take SIGTERM
     # back so it stops the platform through the same clean path as Ctrl-C, exit status 0.
@@ -73,7 +80,7 @@ def run_up(options: UpOptions, *, console: Console | None = None) -> dict[str, A
     summary: dict[str, Any] = {}
     tokens = TokenStore(open_store(options.store_url))
     token_file = _admin_token(options.data_dir, tokens)
-    edges = Edges(runtime, options.edges, tokens)
+    edges = Edges(runtime, options.edges, tokens, open_telemetry(options.tsdb_url))
     try:
         edges.start()
         edges.ready.wait()

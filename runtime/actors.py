@@ -9,6 +9,7 @@ import ray
 from .events import Event, EventHub
 from .host import HostSettings, TwinHost
 from .stores import open_store
+from .telemetry import open_telemetry
 
 __all__ = ["spawn_host", "spawn_hub"]
 
@@ -28,13 +29,19 @@ class _RemoteTwinHost(TwinHost):
     """A ``TwinHost`` that opens its own store from a URL inside the actor process."""
 
     def __init__(
-        self, host_id: str, store_url: str, settings: HostSettings, hub: Any | None
+        self,
+        host_id: str,
+        store_url: str,
+        settings: HostSettings,
+        hub: Any | None,
+        telemetry_url: str | None = None,
     ) -> None:
         super().__init__(
             host_id,
             open_store(store_url),
             settings=settings,
             events=_HubSink(hub) if hub is not None else None,
+            telemetry=open_telemetry(telemetry_url) if telemetry_url else None,
         )
 
 
@@ -48,6 +55,7 @@ def spawn_host(
     store_url: str,
     settings: HostSettings,
     hub: Any | None = None,
+    telemetry_url: str | None = None,
     name: str | None = None,
     num_cpus: float = 0,
 ) -> Any:
@@ -58,7 +66,7 @@ def spawn_host(
         max_restarts=-1,
         max_task_retries=3,
         max_concurrency=1000,
-    ).remote(host_id, store_url, settings, hub)
+    ).remote(host_id, store_url, settings, hub, telemetry_url)
 
 
 def spawn_hub(*, capacity: int = 100_000, name: str | None = None) -> Any:

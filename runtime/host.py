@@ -34,20 +34,22 @@ from twinfleet.twins import (
     FINAL_STATUSES,
     CommandRequest,
     Twin,
-    TwinFilter,
     TwinfleetError,
     TwinNotFound,
     UnknownModel,
     family_for,
+    parse_timestamp,
     validate_device_id,
 )
 from twinfleet.twins.errors import StoreUnavailable, VersionConflict
+from twinfleet.twins.query import TwinSelector
 from twinfleet.twins.twin import ModelSlot
 
 from .events import Event, EventSink
 from .messages import ApplyResult, DeviceMessage, Rejection
 from .placement import Placement
 from .stores import StateStore
+from .telemetry import Point, TelemetrySink, points_from_message
 
 __all__ = ["HostSettings", "QueryPage", "TwinHost", "desired_document"]
 
@@ -106,9 +108,12 @@ class TwinHost:
         settings: HostSettings | None = None,
         models: ModelRegistry | None = None,
         events: EventSink | None = None,
+        telemetry: TelemetrySink | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.host_id = host_id
+        self._telemetry = telemetry
+        self._points: list[Point] = []  # telemetry history waiting for the next flush
         self._events = events
         self._outbox: list[Event] = []
         self._delays: collections.deque[float] = collections.deque(maxlen=50_000)
@@ -143,6 +148,8 @@ class TwinHost:
                 "events",
                 "commands_queued",
                 "commands_answered",
+                "history_points",
+                "history_dropped",
             ),
             0,
         )
@@ -185,6 +192,8 @@ class TwinHost:
         await self.send_events()
         flushed = await self.flush()
         await self._run(self._store.close)
+        if self._telemetry is not None:
+            await self._run(self._telemetry.close)
         self._io.shutdown(wait=True)
         return flushed
 
@@ -291,6 +300,7 @@ class TwinHost:
             await self._activate(new, create=new)
         now = self._clock()
         applied = stale = 0
+        history = self._telemetry is not None
         dirty = self._dirty
         last_used = self._last_used
         for msg in messages:
@@ -311,6 +321,11 @@ class TwinHost:
                 protocols.append(msg[4])
                 continue
             last_used[twin_id] = now
+            if history and msg[1] == "telemetry":
+                # History keeps every accepted reading, stale ones included.
+                ts = msg[3] if msg[3] is not None else msg[2].get("ts", now)
+                # valid: the twin has just parsed it
+                self._points.extend(points_from_message(twin_id, msg[2], parse_timestamp(ts)))
             if changed:
                 applied += 1
                 dirty.add(twin_id)
@@ -719,7 +734,7 @@ class TwinHost:
 
     async def query(
         self,
-        flt: TwinFilter,
+        flt: TwinSelector,
         *,
         after: str | None = None,
         limit: int = 100,
@@ -737,7 +752,7 @@ class TwinHost:
         live = sorted(
             twin_id
             for twin_id, twin in self._twins.items()
-            if (after is None or twin_id > after) and flt.matches(twin)
+            if (after is None or twin_id > after) and flt.matches_twin(twin)
         )[:limit]
         found = {twin_id: self._twins[twin_id].document() for twin_id in live}
         if include_stored:
@@ -747,7 +762,7 @@ class TwinHost:
 
     async def _query_stored(
         self,
-        flt: TwinFilter,
+        flt: TwinSelector,
         after: str | None,
         limit: int,
         placement: Placement | None,
@@ -781,7 +796,19 @@ class TwinHost:
     # -- background work ----------------------------------------------------------------------
 
     async def flush(self) -> int:
-        """Write the snapshots of dirty twins in batches; return how many were written."""
+        """Write the snapshots of dirty twins in batches; return how many were written.
+
+        Telemetry history waiting since the last flush is written first.
+        """
+        if self._points and self._telemetry is not None:
+            points, self._points = self._points, []
+            try:
+                await self._run(self._telemetry.write, points)
+            except Exception:
+                self._counters["history_dropped"] += len(points)
+                log.exception("host %s: %d telemetry points lost", self.host_id, len(points))
+            else:
+                self._counters["history_points"] += len(points)
         written = 0
         while self._dirty:
             batch_ids = []

@@ -18,6 +18,7 @@ from ray.exceptions import RayTaskError
 
 from twinfleet.twins import TwinFilter, TwinfleetError, validate_device_id
 from twinfleet.twins.errors import InvalidPatch
+from twinfleet.twins.query import TwinSelector
 
 from .actors import spawn_host, spawn_hub
 from .client import FleetView, split
@@ -43,6 +44,7 @@ class RuntimeSettings:
     host: HostSettings = field(default_factory=HostSettings)
     router: RouterSettings = field(default_factory=RouterSettings)
     default_placement: PlacementMode = "virtual"
+    telemetry: str | None = None  # history sink URL (sqlite:///..., memory://); None: none
 
     def __post_init__(self) -> None:
         if self.hosts < 1:
@@ -167,8 +169,13 @@ class Runtime:
         return placement
 
     def _spawn(self, host_id: str) -> Any:
+        telemetry = self.settings.telemetry
         return spawn_host(
-            host_id, store_url=self.store_url, settings=self.settings.host, hub=self._hub
+            host_id,
+            store_url=self.store_url,
+            settings=self.settings.host,
+            hub=self._hub,
+            telemetry_url=resolve_store_url(telemetry) if telemetry else None,
         )
 
     @property
@@ -322,7 +329,7 @@ class Runtime:
 
     def query(
         self,
-        flt: TwinFilter | None = None,
+        flt: TwinSelector | None = None,
         *,
         after: str | None = None,
         limit: int = 100,
@@ -355,7 +362,7 @@ class Runtime:
         return Page(items, items[-1]["id"] if items and more else None)
 
     def twins(
-        self, flt: TwinFilter | None = None, *, page_size: int = 500, **criteria: Any
+        self, flt: TwinSelector | None = None, *, page_size: int = 500, **criteria: Any
     ) -> Iterator[dict[str, Any]]:
         """Every twin matching the filter, page by page."""
         after: str | None = None

@@ -10,6 +10,7 @@ from __future__ import annotations
 __all__ = [
     "DocumentTooLarge",
     "InvalidDeviceId",
+    "InvalidFilter",
     "InvalidPatch",
     "InvalidTimestamp",
     "MalformedPayload",
@@ -98,6 +99,23 @@ class InvalidPatch(TwinfleetError):
     """A patch or message body that is not what the contract allows."""
 
     code = "invalid_patch"
+
+
+class InvalidFilter(TwinfleetError):
+    """A filter expression that does not parse or breaks a limit; ``position`` is where.
+
+    ``position`` is the 0-based character offset in the filter text; the message names it
+    and quotes the line with a caret under it.
+    """
+
+    code = "invalid_filter"
+
+    def __init__(self, message: str, *, position: int | None = None) -> None:
+        super().__init__(message, field="filter")
+        self.position = position
+
+    def _extra(self) -> dict[str, object]:
+        return {"position": self.position}
 
 
 class InvalidTimestamp(TwinfleetError):

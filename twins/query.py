@@ -5,12 +5,39 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Protocol
 
 from .merge import same
 from .twin import Twin
 
-__all__ = ["TwinFilter"]
+__all__ = ["AllOf", "TwinFilter", "TwinSelector"]
+
+
+class TwinSelector(Protocol):
+    """What hosts need of a filter: a verdict on a live twin and on a saved one."""
+
+    def matches_twin(self, twin: Twin) -> bool:
+        """Whether the live ``twin`` passes."""
+        ...
+
+    def matches_snapshot(self, snap: Mapping[str, Any]) -> bool:
+        """Whether the twin saved as ``snap`` passes."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class AllOf:
+    """Twins that pass every one of ``selectors``."""
+
+    selectors: tuple[TwinSelector, ...]
+
+    def matches_twin(self, twin: Twin) -> bool:
+        """Whether the live ``twin`` passes them all."""
+        return all(s.matches_twin(twin) for s in self.selectors)
+
+    def matches_snapshot(self, snap: Mapping[str, Any]) -> bool:
+        """Whether the twin saved as ``snap`` passes them all."""
+        return all(s.matches_snapshot(snap) for s in self.selectors)
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +61,10 @@ class TwinFilter:
     def matches(self, twin: Twin) -> bool:
         """Whether ``twin`` passes this filter."""
         return self._matches(twin.type, twin.tags, twin.online, twin.anomalous)
+
+    def matches_twin(self, twin: Twin) -> bool:
+        """Whether the live ``twin`` passes (the name every twin selector shares)."""
+        return self.matches(twin)
 
     def matches_snapshot(self, snap: Mapping[str, Any]) -> bool:
         """Whether the twin saved as ``snap`` passes this filter."""

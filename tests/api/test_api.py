@@ -20,6 +20,7 @@ from twinfleet.api.app import create_app
 from twinfleet.api.auth import TokenStore
 from twinfleet.runtime import DeviceMessage, RuntimeFleet, RuntimeSettings
 from twinfleet.runtime.stores import open_store
+from twinfleet.runtime.telemetry import open_telemetry
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_session")]
 
@@ -52,12 +53,16 @@ class Served:
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     path: Path = tmp_path_factory.mktemp("api")
     url = f"sqlite:///{path}/state.db"
-    runtime = Runtime(store=url, settings=RuntimeSettings(hosts=2))
+    history = f"sqlite:///{path}/telemetry.db"
+    runtime = Runtime(store=url, settings=RuntimeSettings(hosts=2, telemetry=history))
     tokens = TokenStore(open_store(url))
     port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(
-            create_app(runtime, tokens), host="127.0.0.1", port=port, log_level="warning"
+            create_app(runtime, tokens, telemetry=open_telemetry(history)),
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
         )
     )
     thread = threading.Thread(target=server.run, daemon=True)
@@ -257,3 +262,58 @@ def test_openapi_document(served: Served) -> None:
     spec = httpx.get(f"{served.url}/openapi.json").json()
     assert spec["info"]["title"] == "twinfleet"
     assert "/api/v1/twins/{twin_id}/desired" in spec["paths"]
+
+
+def test_telemetry_history(served: Served) -> None:
+    served.runtime.ingest(
+        DeviceMessage(
+            "api-h",
+            "telemetry",
+            {"temperature": 20.0 + k, "humidity": 40.0},
+            T0 + k,
+            "test",
+            "smart-sensor",
+        )
+        for k in range(10)
+    )
+    served.runtime.ingest([DeviceMessage("api-h", "telemetry", {"temperature": 99.0}, T0 + 2)])
+    served.runtime.persist()  # history is written with the snapshots
+    client = served.client("viewer")
+    response = client.get(
+        "/api/v1/twins/api-h/telemetry",
+        params={"metric": "temperature", "since": T0 + 2, "until": T0 + 5},
+    )
+    assert response.status_code == 200
+    assert response.json()["items"] == [
+        {"metric": "temperature", "ts": T0 + 2, "value": 99.0},  # the late reading overwrote
+        {"metric": "temperature", "ts": T0 + 3, "value": 23.0},
+        {"metric": "temperature", "ts": T0 + 4, "value": 24.0},
+    ]
+    everything = client.get("/api/v1/twins/api-h/telemetry").json()["items"]
+    assert len(everything) == 20
+    rfc = client.get(
+        "/api/v1/twins/api-h/telemetry",
+        params={"since": "2027-01-15T08:00:05Z", "metric": "humidity"},
+    )
+    assert [p["ts"] for p in rfc.json()["items"]] == [T0 + k for k in range(5, 10)]
+    bad = client.get("/api/v1/twins/api-h/telemetry", params={"since": "yesterday"})
+    assert bad.status_code == 400
+    assert error_of(bad)["code"] == "invalid_timestamp"
+
+
+def test_list_twins_with_a_filter_expression(served: Served) -> None:
+    client = served.client("viewer")
+    hot = client.get(
+        "/api/v1/twins",
+        params={"filter": "reported.temperature >= 23 and reported.temperature < 25 and online"},
+    ).json()
+    assert [d["id"] for d in hot["items"]] == ["api-3", "api-4"]
+    combined = client.get(
+        "/api/v1/twins", params={"filter": "reported.temperature < 21.5", "type": "smart-sensor"}
+    ).json()
+    assert [d["id"] for d in combined["items"]] == ["api-0", "api-1"]
+    bad = client.get("/api/v1/twins", params={"filter": "reported.temperature >> 3"})
+    assert bad.status_code == 400
+    error = error_of(bad)
+    assert error["code"] == "invalid_filter"
+    assert "offset" in error["message"]
