@@ -53,6 +53,14 @@ class CommandIn(BaseModel):
     ttl_s: float = Field(default=3600.0, ge=1, le=30 * 86_400)
 
 
+class DeviceIn(BaseModel):
+    """A device to register."""
+
+    id: str = Field(min_length=1, max_length=128)
+    type: str | None = Field(default=None, max_length=64)
+    tags: dict[str, Any] = Field(default_factory=dict)
+
+
 class TokenIn(BaseModel):
     """A token to create."""
 
@@ -220,6 +228,47 @@ def create_app(
         validate_device_id(twin_id)
         return _command(await fleet.call(twin_id, "get_command", twin_id, command_id))
 
+    @api.post(
+        "/devices", tags=["devices"], status_code=201, dependencies=[allowed("devices:manage")]
+    )
+    async def register_device(body: DeviceIn) -> Response:
+        """Register a device (id, family, tags); its twin is created in state ``registered``."""
+        validate_device_id(body.id)
+        if await asyncio.to_thread(runtime.device, body.id) is not None:
+            raise ApiError("conflict", f"device {body.id!r} is registered already", field="id")
+        doc = await asyncio.to_thread(
+            runtime.register, body.id, device_type=body.type, tags=body.tags
+        )
+        response = _document(doc)
+        response.status_code = 201
+        return response
+
+    @api.get("/devices", tags=["devices"], dependencies=[allowed("twins:read")])
+    async def list_devices(
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100, cursor: str | None = None
+    ) -> dict[str, Any]:
+        """Registered devices in id order, a page at a time."""
+        items = await asyncio.to_thread(runtime.devices, after=cursor, limit=limit + 1)
+        more = len(items) > limit
+        items = items[:limit]
+        return {"items": items, "next": items[-1]["id"] if more and items else None}
+
+    @api.get("/devices/{device_id}", tags=["devices"], dependencies=[allowed("twins:read")])
+    async def get_device(device_id: str) -> dict[str, Any]:
+        """A device's registry entry and its twin's lifecycle state."""
+        entry = await asyncio.to_thread(runtime.device, device_id)
+        if entry is None:
+            raise ApiError("not_found", f"device {device_id!r} is not registered", field="id")
+        doc = await fleet.call(device_id, "get", device_id)
+        return {**entry, "lifecycle": doc["lifecycle"]}
+
+    for action, state in (
+        ("suspend", "suspended"),
+        ("resume", "active"),
+        ("decommission", "decommissioned"),
+    ):
+        _lifecycle_route(api, runtime, action, state, allowed("devices:manage"))
+
     @api.post("/tokens", tags=["tokens"], status_code=201, dependencies=[allowed("tokens:manage")])
     async def create_token(body: TokenIn) -> dict[str, Any]:
         """A new bearer token; the token itself is shown this once."""
@@ -268,6 +317,22 @@ def create_app(
 
     app.include_router(api)
     return app
+
+
+def _lifecycle_route(api: APIRouter, runtime: Runtime, action: str, state: str, guard: Any) -> None:
+    async def move(device_id: str) -> Response:
+        validate_device_id(device_id)
+        return _document(await asyncio.to_thread(runtime.set_lifecycle, device_id, state))
+
+    move.__doc__ = f"Move the device to ``{state}``."
+    api.add_api_route(
+        f"/devices/{{device_id}}/{action}",
+        move,
+        methods=["POST"],
+        tags=["devices"],
+        dependencies=[guard],
+        name=f"{action}_device",
+    )
 
 
 async def _sse(

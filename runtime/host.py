@@ -632,6 +632,8 @@ class TwinHost:
 
         def change(twin: Twin, now: float) -> bool:
             changed = False
+            if twin.version == 0 and not twin.reported:
+                twin.lifecycle = "registered"  # created now: active on its first message
             if device_type and device_type != twin.type:
                 twin.type = device_type
                 twin.family = family_for(device_type)
@@ -648,6 +650,17 @@ class TwinHost:
             create_type=device_type,
             create=True,
             registry=entry,
+        )
+        return doc
+
+    async def set_lifecycle(
+        self, twin_id: str, state: str, *, registry: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """Suspend, resume or decommission a device, durably, with its registry entry."""
+        doc: dict[str, Any] = await self._write(
+            twin_id,
+            lambda twin, now: twin.set_lifecycle(state, now=now),
+            registry={**registry, "lifecycle": state},
         )
         return doc
 

@@ -249,7 +249,13 @@ class Runtime:
         mode = placement or self.settings.default_placement
         if mode not in ("virtual", "dedicated"):
             raise InvalidPatch("placement is 'virtual' or 'dedicated'", field="placement")
-        entry = {"id": device_id, "type": device_type, "tags": dict(tags or {}), "placement": mode}
+        entry = {
+            "id": device_id,
+            "type": device_type,
+            "tags": dict(tags or {}),
+            "placement": mode,
+            "lifecycle": "registered",
+        }
         if mode == "dedicated" and device_id not in self._dedicated:
             self._router.flush()  # messages already routed to a virtual host land first
             host = self._spawn_dedicated(device_id)
@@ -257,6 +263,23 @@ class Runtime:
             if old is not None and old is not host:
                 ray.get(old.passivate.remote([device_id]))
         doc: dict[str, Any] = self._call(device_id, "register", entry)
+        return doc
+
+    def device(self, device_id: str) -> dict[str, Any] | None:
+        """The registry entry of a device, if it was registered."""
+        return self._store.get_registry(validate_device_id(device_id))
+
+    def devices(self, *, after: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """Registry entries in id order, starting after id ``after``."""
+        return self._store.list_registry(after=after, limit=limit)
+
+    def set_lifecycle(self, device_id: str, state: str) -> dict[str, Any]:
+        """Suspend (``suspended``), resume (``active``) or retire (``decommissioned``) a device;
+        its messages are refused unless it is active (or newly registered)."""
+        entry = self.device(device_id) or {"id": device_id, "placement": "virtual"}
+        doc: dict[str, Any] = self._call(
+            device_id, "set_lifecycle", device_id, state, registry=entry
+        )
         return doc
 
     def ingest(self, messages: Iterable[DeviceMessage | Sequence[Any]]) -> IngestResult:

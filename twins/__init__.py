@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from .commands import FINAL_STATUSES, CommandRequest, CommandStatus
 from .errors import (
+    DeviceRefused,
     DocumentTooLarge,
     InvalidDeviceId,
     InvalidFilter,
@@ -50,12 +51,13 @@ from .limits import (
 )
 from .merge import delta, merge_patch, merge_timestamped
 from .query import TwinFilter
-from .twin import MessageKind, ModelSlot, Twin
+from .twin import LIFECYCLE_STATES, MessageKind, ModelSlot, Twin
 
 __all__ = [
     "FAMILIES",
     "FINAL_STATUSES",
     "GENERIC",
+    "LIFECYCLE_STATES",
     "MAX_DEPTH",
     "MAX_DOCUMENT_BYTES",
     "MAX_FILTER_DEPTH",
@@ -67,6 +69,7 @@ __all__ = [
     "Comparison",
     "Conjunction",
     "DeviceFamily",
+    "DeviceRefused",
     "Disjunction",
     "DocumentTooLarge",
     "Existence",

@@ -8,6 +8,7 @@ own answers, each in one place.
 from __future__ import annotations
 
 __all__ = [
+    "DeviceRefused",
     "DocumentTooLarge",
     "InvalidDeviceId",
     "InvalidFilter",
@@ -146,6 +147,12 @@ class UnknownCommand(TwinfleetError):
     """No command with this id exists for the twin."""
 
     code = "command_not_found"
+
+
+class DeviceRefused(TwinfleetError):
+    """A suspended or decommissioned device's message."""
+
+    code = "device_refused"
 
 
 class DocumentTooLarge(TwinfleetError):

@@ -16,7 +16,13 @@ from typing import Any, Literal, Protocol
 import orjson
 
 from .commands import FINAL_STATUSES, MAX_FINISHED_COMMANDS, CommandRequest, answer, expire
-from .errors import DocumentTooLarge, InvalidPatch, UnknownCommand, VersionConflict
+from .errors import (
+    DeviceRefused,
+    DocumentTooLarge,
+    InvalidPatch,
+    UnknownCommand,
+    VersionConflict,
+)
 from .families import DeviceFamily, family_for
 from .limits import MAX_DOCUMENT_BYTES, check_depth, parse_timestamp
 from .merge import (
@@ -29,7 +35,9 @@ from .merge import (
     visible_stamps,
 )
 
-__all__ = ["MessageKind", "ModelSlot", "Twin"]
+__all__ = ["LIFECYCLE_STATES", "MessageKind", "ModelSlot", "Twin"]
+
+LIFECYCLE_STATES = ("registered", "active", "suspended", "decommissioned")
 
 MessageKind = Literal["telemetry", "reported"]
 
@@ -66,6 +74,7 @@ class Twin:
         "family",
         "id",
         "last_seen",
+        "lifecycle",
         "model",
         "online",
         "protocol",
@@ -84,8 +93,13 @@ class Twin:
         device_type: str | None = None,
         tags: Mapping[str, Any] | None = None,
         model: ModelSlot | None = None,
+        lifecycle: str = "active",
         now: float,
     ) -> None:
+        if lifecycle not in LIFECYCLE_STATES:
+            raise InvalidPatch(
+                f"lifecycle {lifecycle!r} is not one of {LIFECYCLE_STATES}", field="lifecycle"
+            )
         self.id = twin_id
         self.type = device_type or "generic"
         self.family: DeviceFamily = family_for(device_type)
@@ -106,6 +120,7 @@ class Twin:
         self.anomaly_since: float | None = None
         self._size_bound = _EMPTY_STATE_BYTES
         self.commands: dict[str, dict[str, Any]] | None = None  # by id, oldest first
+        self.lifecycle = lifecycle
 
     # -- device messages ----------------------------------------------------------------------
 
@@ -125,6 +140,13 @@ class Twin:
         """
         if not isinstance(payload, dict):
             raise InvalidPatch(f"a {kind} payload must be a JSON object", field="payload")
+        if self.lifecycle != "active":
+            if self.lifecycle != "registered":
+                raise DeviceRefused(
+                    f"device {self.id!r} is {self.lifecycle}: its messages are refused",
+                    field="lifecycle",
+                )
+            self.lifecycle = "active"  # a registered device's first message
         if "ts" in payload:
             payload = dict(payload)
             ts = parse_timestamp(payload.pop("ts"))
@@ -259,6 +281,20 @@ class Twin:
         self._bump(now)
         return True
 
+    def set_lifecycle(self, state: str, *, now: float) -> bool:
+        """Move the device to another lifecycle state; returns whether it changed."""
+        if state not in LIFECYCLE_STATES:
+            raise InvalidPatch(
+                f"lifecycle {state!r} is not one of {LIFECYCLE_STATES}", field="lifecycle"
+            )
+        if state == self.lifecycle:
+            return False
+        if self.lifecycle == "decommissioned":
+            raise InvalidPatch(f"device {self.id!r} is decommissioned for good", field="lifecycle")
+        self.lifecycle = state
+        self._bump(now)
+        return True
+
     def check_version(self, expected_version: int | None) -> None:
         """Raise :class:`VersionConflict` if ``expected_version`` is given and is not current."""
         if expected_version is not None and expected_version != self.version:
@@ -387,6 +423,7 @@ class Twin:
         return {
             "id": self.id,
             "type": self.type,
+            "lifecycle": self.lifecycle,
             "tags": copy.deepcopy(self.tags),
             "version": self.version,
             "reported": copy.deepcopy(self.reported),
@@ -435,6 +472,7 @@ class Twin:
             if self.model is None
             else {"name": self.model.name, "state": self.model.state()},
             "commands": list(self.commands.values()) if self.commands else None,
+            "lifecycle": self.lifecycle,
         }
 
     @classmethod
@@ -462,6 +500,7 @@ class Twin:
         )
         saved = snap.get("model")
         twin._size_bound = MAX_DOCUMENT_BYTES + 1  # unknown: measured on the first message
+        twin.lifecycle = snap.get("lifecycle") or "active"
         saved_commands = snap.get("commands")
         twin.commands = {r["id"]: r for r in saved_commands} if saved_commands else None
         twin.model = (

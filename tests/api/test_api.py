@@ -252,3 +252,35 @@ def test_list_twins_with_a_filter_expression(served: Served) -> None:
     error = error_of(bad)
     assert error["code"] == "invalid_filter"
     assert "offset" in error["message"]
+
+
+def test_device_registry_and_lifecycle(served: Served) -> None:
+    operator = served.client("operator")
+    created = operator.post(
+        "/api/v1/devices", json={"id": "reg-9", "type": "smart-meter", "tags": {"site": "x"}}
+    )
+    assert created.status_code == 201
+    assert created.json()["lifecycle"] == "registered"
+    assert created.json()["type"] == "smart-meter"
+    again = operator.post("/api/v1/devices", json={"id": "reg-9"})
+    assert again.status_code == 409
+    assert error_of(again)["code"] == "conflict"
+    assert served.client("viewer").post("/api/v1/devices", json={"id": "x-1"}).status_code == 403
+
+    served.runtime.ingest([DeviceMessage("reg-9", "telemetry", {"power": 1.0}, T0)])
+    served.runtime.flush()
+    assert operator.get("/api/v1/devices/reg-9").json()["lifecycle"] == "active"
+    suspended = operator.post("/api/v1/devices/reg-9/suspend")
+    assert suspended.json()["lifecycle"] == "suspended"
+    served.runtime.ingest([DeviceMessage("reg-9", "telemetry", {"power": 2.0}, T0 + 1)])
+    served.runtime.flush()
+    assert operator.get("/api/v1/twins/reg-9").json()["reported"] == {"power": 1.0}  # refused
+    assert operator.post("/api/v1/devices/reg-9/resume").json()["lifecycle"] == "active"
+    assert operator.post("/api/v1/devices/reg-9/decommission").json()["lifecycle"] == (
+        "decommissioned"
+    )
+    stuck = operator.post("/api/v1/devices/reg-9/resume")
+    assert stuck.status_code == 400
+    listed = operator.get("/api/v1/devices").json()["items"]
+    assert "reg-9" in [d["id"] for d in listed]
+    assert operator.get("/api/v1/devices/nobody").status_code == 404

@@ -12,6 +12,7 @@ import pytest
 
 from twinfleet.twins import (
     MAX_DEPTH,
+    DeviceRefused,
     DocumentTooLarge,
     InvalidPatch,
     InvalidTimestamp,
@@ -583,6 +584,7 @@ def test_document_has_exactly_the_contract_keys() -> None:
     assert set(doc) == {
         "id",
         "type",
+        "lifecycle",  # the device registry's state (issue 4), beside the contract's keys
         "tags",
         "version",
         "reported",
@@ -770,3 +772,23 @@ def test_older_object_leaf_does_not_survive_a_newer_leaf_in_between() -> None:
     twin.apply_message("reported", {"gps": "lost"}, now=T0, ts=T0 + 2)
     twin.apply_message("reported", {"gps": {"lat": 1.0}}, now=T0, ts=T0 + 1)
     assert twin.reported == {"gps": {"lon": 2.0}}
+
+
+def test_lifecycle_of_a_registered_device() -> None:
+    twin = Twin("reg-1", device_type="smart-sensor", lifecycle="registered", now=T0)
+    assert twin.apply_message("telemetry", {"temperature": 1.0}, now=T0, ts=T0) == 1
+    assert twin.lifecycle == "active"
+    assert twin.set_lifecycle("suspended", now=T0) is True
+    with pytest.raises(DeviceRefused, match="suspended"):
+        twin.apply_message("telemetry", {"temperature": 2.0}, now=T0, ts=T0 + 1)
+    assert twin.reported == {"temperature": 1.0}
+    twin.set_lifecycle("active", now=T0)
+    twin.apply_message("telemetry", {"temperature": 3.0}, now=T0, ts=T0 + 2)
+    twin.set_lifecycle("decommissioned", now=T0)
+    with pytest.raises(DeviceRefused, match="decommissioned"):
+        twin.apply_message("telemetry", {"temperature": 4.0}, now=T0, ts=T0 + 3)
+    with pytest.raises(InvalidPatch, match="for good"):
+        twin.set_lifecycle("active", now=T0)
+    with pytest.raises(InvalidPatch, match="lifecycle"):
+        twin.set_lifecycle("sleeping", now=T0)
+    assert Twin.from_snapshot(twin.snapshot()).lifecycle == "decommissioned"
