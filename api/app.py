@@ -29,6 +29,7 @@ from twinfleet.twins.query import AllOf, TwinSelector
 
 from .auth import Principal, TokenStore, Unauthorized
 from .errors import error_body, install_error_handlers
+from .metrics import install_metrics
 
 __all__ = ["ApiError", "create_app"]
 
@@ -85,6 +86,7 @@ def create_app(
         openapi_url="/openapi.json",
     )
     install_error_handlers(app)
+    install_metrics(app, runtime)
 
     @app.middleware("http")
     async def limit_body(request: Request, call_next: Any) -> Response:

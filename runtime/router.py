@@ -164,6 +164,16 @@ class Router:
                 if pending:
                     self._settle(pending, wait_for=len(pending))
 
+    @property
+    def in_flight(self) -> int:
+        """Batches sent to hosts, not yet answered (no lock: a scrape must not wait)."""
+        return sum(len(p) for p in list(self._in_flight.values()))
+
+    @property
+    def buffered(self) -> int:
+        """Messages queued here, not yet sent."""
+        return sum(len(b) for b in list(self._buffers.values()))
+
     @contextlib.contextmanager
     def paused(self) -> Iterator[None]:
         """Hold every caller of ``route`` while the block runs, with nothing in flight."""

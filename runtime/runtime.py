@@ -179,6 +179,11 @@ class Runtime:
         )
 
     @property
+    def router(self) -> Router:
+        """The runtime's own router (its counters and queue depths)."""
+        return self._router
+
+    @property
     def hub(self) -> Any:
         """The ``EventHub`` actor every host sends its events to."""
         return self._hub
