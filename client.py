@@ -408,6 +408,29 @@ class _Calls:
     def revoke_token(token_id: str) -> _Call[None]:
         return _Call("DELETE", f"{_API}/tokens/{quote(token_id, safe='')}", lambda _: None)
 
+    @staticmethod
+    def register_device(
+        device_id: str, device_type: str | None, tags: Mapping[str, Any] | None
+    ) -> _Call[dict[str, Any]]:
+        body = {"id": device_id, "type": device_type, "tags": dict(tags or {})}
+        return _Call("POST", f"{_API}/devices", _json, json=body)
+
+    @staticmethod
+    def devices(limit: int, cursor: str | None) -> _Call[dict[str, Any]]:
+        params: list[tuple[str, Any]] = [("limit", limit)]
+        params += [("cursor", cursor)] if cursor else []
+        return _Call("GET", f"{_API}/devices", _json, params)
+
+    @staticmethod
+    def device(device_id: str) -> _Call[dict[str, Any]]:
+        return _Call("GET", f"{_API}/devices/{quote(device_id, safe='')}", _json)
+
+    @staticmethod
+    def move_device(device_id: str, action: str) -> _Call[dict[str, Any]]:
+        if action not in ("suspend", "resume", "decommission"):
+            raise ValueError("action is suspend, resume or decommission")
+        return _Call("POST", f"{_API}/devices/{quote(device_id, safe='')}/{action}", _json)
+
 
 class _EventStream:
     """The state of one event subscription: its parser, its resume point and its retries.
@@ -656,6 +679,28 @@ class TwinClient:
         """Revoke a token."""
         self._send(_Calls.revoke_token(token_id))
 
+    def register_device(
+        self,
+        device_id: str,
+        *,
+        device_type: str | None = None,
+        tags: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Register a device; returns its new twin (``Conflict`` if registered already)."""
+        return self._send(_Calls.register_device(device_id, device_type, tags))
+
+    def devices(self, *, limit: int = 100, cursor: str | None = None) -> dict[str, Any]:
+        """One page of registry entries: ``{"items", "next"}``."""
+        return self._send(_Calls.devices(limit, cursor))
+
+    def device(self, device_id: str) -> dict[str, Any]:
+        """A device's registry entry with its lifecycle state."""
+        return self._send(_Calls.device(device_id))
+
+    def move_device(self, device_id: str, action: str) -> dict[str, Any]:
+        """``suspend``, ``resume`` or ``decommission`` a device; returns its twin."""
+        return self._send(_Calls.move_device(device_id, action))
+
     def events(
         self,
         *,
@@ -839,6 +884,28 @@ class AsyncTwinClient:
     async def revoke_token(self, token_id: str) -> None:
         """Revoke a token."""
         await self._send(_Calls.revoke_token(token_id))
+
+    async def register_device(
+        self,
+        device_id: str,
+        *,
+        device_type: str | None = None,
+        tags: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Register a device; returns its new twin (``Conflict`` if registered already)."""
+        return await self._send(_Calls.register_device(device_id, device_type, tags))
+
+    async def devices(self, *, limit: int = 100, cursor: str | None = None) -> dict[str, Any]:
+        """One page of registry entries: ``{"items", "next"}``."""
+        return await self._send(_Calls.devices(limit, cursor))
+
+    async def device(self, device_id: str) -> dict[str, Any]:
+        """A device's registry entry with its lifecycle state."""
+        return await self._send(_Calls.device(device_id))
+
+    async def move_device(self, device_id: str, action: str) -> dict[str, Any]:
+        """``suspend``, ``resume`` or ``decommission`` a device; returns its twin."""
+        return await self._send(_Calls.move_device(device_id, action))
 
     async def events(
         self,

@@ -28,6 +28,7 @@ from twinfleet.twins import (
 from twinfleet.twins.query import AllOf, TwinSelector
 
 from .auth import Principal, TokenStore, Unauthorized
+from .dashboard import install_dashboard
 from .errors import error_body, install_error_handlers
 from .metrics import install_metrics
 
@@ -318,6 +319,7 @@ def create_app(
         )
 
     app.include_router(api)
+    install_dashboard(app)  # last: it is mounted at "/" and would shadow later routes
     return app
 
 

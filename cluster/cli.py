@@ -11,6 +11,7 @@ import click
 from twinfleet.adapters.devices import DEFAULT_COAP_URL, DEFAULT_MQTT_URL, DeviceFleetOptions
 from twinfleet.adapters.mqtt import MqttSettings
 
+from .commands import devices, tokens, twins
 from .edges import EdgeOptions
 from .simulate import run_simulate
 from .up import UpOptions, run_up
@@ -304,6 +305,11 @@ def simulate(  # noqa: PLR0917 - click passes options positionally
     summary = run_simulate(options, duration_s=duration)
     if as_json:
         click.echo(json.dumps(summary))
+
+
+cli.add_command(twins)
+cli.add_command(devices)
+cli.add_command(tokens)
 
 
 def main() -> None:

@@ -1,0 +1,180 @@
+"""The ``twins``, ``devices`` and ``tokens`` commands against the API over real HTTP."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner, Result
+
+from twinfleet.client import TwinClient
+from twinfleet.cluster.cli import cli
+
+from .conftest import free_port
+
+Served = Any  # the fixture's class lives in conftest.py
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_session")]
+
+
+def run(served: Served, *args: str, role: str = "admin", token: str | None = None) -> Result:
+    """``twinfleet ARGS --url ... --token ...``, in process."""
+    options = ["--url", served.url, "--token", token or served.tokens[role]]
+    return CliRunner().invoke(cli, [*args, *options], catch_exceptions=False)
+
+
+def failed_with(result: Result, exit_code: int, code: str) -> bool:
+    line = result.stderr.strip()
+    return result.exit_code == exit_code and line.startswith(f"twinfleet: {code}: ")
+
+
+def test_twins_list_and_get(served: Served) -> None:
+    page = json.loads(run(served, "twins", "list", "--type", "smart-sensor", "--json").stdout)
+    assert {"api-0", "api-4"} <= {doc["id"] for doc in page["items"]}
+
+    human = run(served, "twins", "list", "--filter", "reported.temperature >= 23", "--limit", "1")
+    assert human.exit_code == 0
+    assert "api-3" in human.stdout
+    assert "api-4" not in human.stdout
+    assert "--all" in human.stdout
+
+    every = run(served, "twins", "list", "--limit", "2", "--all", "--json")
+    assert {f"api-{i}" for i in range(5)} <= {d["id"] for d in json.loads(every.stdout)["items"]}
+
+    doc = json.loads(run(served, "twins", "get", "api-1").stdout)
+    assert doc["id"] == "api-1"
+    assert doc["reported"]["temperature"] == 21.0
+
+
+def test_desired_tags_and_conflict(served: Served) -> None:
+    version = json.loads(run(served, "twins", "get", "api-2", "--json").stdout)["version"]
+    result = run(served, "twins", "desired", "api-2", '{"interval": 5}', "--if-match", str(version))
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["desired"]["interval"] == 5
+
+    stale = run(served, "twins", "desired", "api-2", '{"interval": 6}', "--if-match", str(version))
+    assert failed_with(stale, 6, "version_conflict")
+
+    tagged = run(served, "twins", "tags", "api-2", '{"site": "plant-a"}', "--json")
+    assert json.loads(tagged.stdout)["tags"]["site"] == "plant-a"
+    listed = run(served, "twins", "list", "--tag", "site:plant-a", "--json")
+    assert [doc["id"] for doc in json.loads(listed.stdout)["items"]] == ["api-2"]
+
+    assert run(served, "twins", "desired", "api-2", "[1]").exit_code == 2
+
+
+def test_command_not_final_exits_3(served: Served) -> None:
+    result = run(
+        served,
+        "twins",
+        "command",
+        "api-3",
+        "reboot",
+        "--params",
+        '{"now": true}',
+        "--timeout",
+        "0",
+        "--json",
+    )
+    assert result.exit_code == 3
+    assert json.loads(result.stdout)["status"] in {"queued", "sent"}
+
+
+def test_devices(served: Served) -> None:
+    registered = run(
+        served,
+        "devices",
+        "register",
+        "cli-dev-1",
+        "--type",
+        "smart-meter",
+        "--tags",
+        '{"site": "b"}',
+        role="operator",
+    )
+    assert registered.exit_code == 0, registered.stderr
+    assert json.loads(registered.stdout)["lifecycle"] == "registered"
+    again = run(served, "devices", "register", "cli-dev-1", role="operator")
+    assert failed_with(again, 6, "conflict")
+    assert failed_with(
+        run(served, "devices", "suspend", "cli-dev-1", role="viewer"), 5, "forbidden"
+    )
+
+    suspended = run(served, "devices", "suspend", "cli-dev-1", role="operator")
+    assert json.loads(suspended.stdout)["lifecycle"] == "suspended"
+    entry = json.loads(run(served, "devices", "get", "cli-dev-1").stdout)
+    assert entry["lifecycle"] == "suspended"
+    assert json.loads(run(served, "devices", "resume", "cli-dev-1").stdout)["lifecycle"] == "active"
+    assert "cli-dev-1" in run(served, "devices", "list").stdout
+    assert failed_with(run(served, "devices", "get", "cli-none"), 4, "not_found")
+
+
+def test_tokens(served: Served) -> None:
+    created = json.loads(run(served, "tokens", "create", "viewer", "--name", "ci", "--json").stdout)
+    assert created["token"].startswith("tf_")
+    listed = json.loads(run(served, "tokens", "list", "--json").stdout)
+    assert created["id"] in {t["id"] for t in listed}
+    assert created["id"] in run(served, "tokens", "list").stdout
+
+    assert run(served, "twins", "get", "api-0", token=created["token"]).exit_code == 0
+    assert run(served, "tokens", "revoke", created["id"]).exit_code == 0
+    revoked = run(served, "twins", "get", "api-0", token=created["token"])
+    assert failed_with(revoked, 5, "unauthorized")
+    assert failed_with(run(served, "tokens", "revoke", created["id"]), 4, "not_found")
+
+
+def test_exit_codes_of_errors(served: Served, tmp_path: Path) -> None:
+    assert failed_with(
+        run(served, "twins", "get", "api-0", token="tf_bad_token"), 5, "unauthorized"
+    )
+    assert failed_with(run(served, "twins", "get", "no-such-twin"), 4, "twin_not_found")
+
+    closed = CliRunner().invoke(
+        cli, ["twins", "list", "--url", f"http://127.0.0.1:{free_port()}", "--token", "x"]
+    )
+    assert failed_with(closed, 7, "unavailable")
+
+    # no --token: the admin token of --data-dir, or exit 5 when there is none
+    options = ["--url", served.url, "--data-dir", str(tmp_path)]
+    no_token = CliRunner().invoke(cli, ["twins", "get", "api-0", *options], env={})
+    assert failed_with(no_token, 5, "no_token")
+    (tmp_path / "admin.token").write_text(served.tokens["admin"] + "\n")
+    assert CliRunner().invoke(cli, ["twins", "get", "api-0", *options], env={}).exit_code == 0
+
+
+def test_watch_receives_a_desired_event(served: Served) -> None:
+    results: list[Result] = []
+    watcher = threading.Thread(
+        target=lambda: results.append(
+            run(
+                served,
+                "twins",
+                "watch",
+                "--type",
+                "desired",
+                "--twin",
+                "api-4",
+                "--max-events",
+                "1",
+                "--json",
+            )
+        ),
+        daemon=True,
+    )
+    watcher.start()
+    # the stream starts from the events after it connects: patch until the watcher has one
+    deadline = time.monotonic() + 30
+    with TwinClient(served.url, served.tokens["admin"]) as fleet:
+        n = 0
+        while watcher.is_alive() and time.monotonic() < deadline:
+            n += 1
+            fleet.patch_desired("api-4", {"watched": n})
+            watcher.join(0.3)
+    assert results, "watch did not stop after one event"
+    event = json.loads(results[0].stdout.splitlines()[0])
+    assert (event["type"], event["twin_id"]) == ("desired", "api-4")
+    assert results[0].exit_code == 0

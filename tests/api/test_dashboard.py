@@ -1,0 +1,216 @@
+"""The web dashboard in real headless Chromium (Playwright), against the API on a real runtime."""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+
+from twinfleet.api.app import create_app
+from twinfleet.api.auth import TokenStore
+from twinfleet.runtime import DeviceMessage
+from twinfleet.runtime.stores import open_store
+from twinfleet.runtime.telemetry import open_telemetry
+
+from .conftest import T0, free_port
+
+Served = Any  # the fixture's class lives in conftest.py
+
+CHROMIUM = Path("/usr/bin/chromium")
+SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "dashboard.png"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.usefixtures("ray_session"),
+    pytest.mark.skipif(
+        not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium (apt-get)"
+    ),
+]
+
+sync_api = pytest.importorskip("playwright.sync_api", reason="needs playwright (the dev extra)")
+expect = sync_api.expect
+
+
+class Dashboard:
+    """The API with the dashboard installed, on a free port, and its admin token."""
+
+    def __init__(self, url: str, admin: str) -> None:
+        self.url = url
+        self.admin = admin
+
+    def client(self) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {self.admin}"}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=30)
+
+
+@pytest.fixture(scope="module")
+def dashboard(served: Served) -> Iterator[Dashboard]:
+    runtime = served.runtime
+    # A short history for the chart (api-4 stays the warmest twin).
+    runtime.ingest(
+        DeviceMessage(
+            "api-4",
+            "telemetry",
+            {"temperature": 24.0 + (i % 5) * 0.4},
+            T0 + 60 * i,
+            "test",
+            "smart-sensor",
+        )
+        for i in range(1, 25)
+    )
+    runtime.flush()
+    tokens = TokenStore(open_store("memory://"))
+    _, admin = tokens.create("admin")
+    app = create_app(runtime, tokens, telemetry=open_telemetry(runtime.settings.telemetry))
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    try:
+        yield Dashboard(f"http://127.0.0.1:{port}", admin)
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    with sync_api.sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+        )
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+def test_the_static_files_are_served(dashboard: Dashboard) -> None:
+    with httpx.Client(base_url=dashboard.url) as client:
+        index = client.get("/")
+        assert index.status_code == 200
+        assert '<script type="module" src="app.js">' in index.text
+        assert client.get("/app.js").headers["content-type"].startswith("text/javascript")
+        assert client.get("/app.css").status_code == 200
+        # The API keeps its routes (and its 401s) under the mount.
+        assert client.get("/api/v1/twins").status_code == 401
+        assert client.get("/healthz").json() == {"status": "ok"}
+
+
+def test_dashboard_in_chromium(dashboard: Dashboard, browser: Any) -> None:
+    api = dashboard.client()
+    twins = api.get("/api/v1/twins", params={"limit": 1000}).json()["items"]
+    online = sum(1 for twin in twins if twin["connectivity"]["online"])
+
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    page.set_default_timeout(15_000)
+    requests: list[str] = []
+    problems: list[str] = []
+    page.on("request", lambda request: requests.append(request.url))
+    page.on("pageerror", lambda error: problems.append(str(error)))
+    try:
+        # The token prompt, then the overview.
+        page.goto(dashboard.url + "/")
+        page.fill("#token", dashboard.admin)
+        page.press("#token", "Enter")
+        expect(page.locator("#count-total")).to_have_text(str(len(twins)))
+        expect(page.locator("#count-online")).to_have_text(str(online))
+        expect(page.locator("#by-type tr[data-type='smart-sensor'] td").nth(1)).to_have_text(
+            str(len(twins))
+        )
+        expect(page.locator("#stream")).to_have_text("stream: live")
+
+        # The twin list with a filter; a malformed one shows the API's message.
+        page.click("header >> text=Twins")
+        page.fill("#filter", "reported.temperature > 22")
+        page.press("#filter", "Enter")
+        expect(page.locator("#twins tbody tr")).to_have_count(2)
+        shown = page.locator("#twins tbody tr").evaluate_all(
+            "rows => rows.map(row => row.dataset.twin)"
+        )
+        assert shown == ["api-3", "api-4"]
+        bad = api.get("/api/v1/twins", params={"filter": "reported.temperature >"})
+        assert bad.status_code == 400
+        page.fill("#filter", "reported.temperature >")
+        page.press("#filter", "Enter")
+        expect(page.get_by_role("alert")).to_have_text(bad.json()["error"]["message"])
+
+        # A twin: change desired in the editor.
+        page.fill("#filter", "reported.temperature > 22")
+        page.press("#filter", "Enter")
+        page.click("#twins >> text=api-4")
+        version = api.get("/api/v1/twins/api-4").json()["version"]
+        expect(page.locator("#version")).to_have_text(f"version {version}")
+        expect(page.locator("#reported")).to_contain_text('"temperature"')
+        expect(page.locator("#metric")).to_have_value("temperature")
+        page.fill("#desired-editor", '{"interval": 7}')
+        page.click("#send-patch")
+        expect(page.locator("#editor-status")).to_contain_text(f"version {version + 1}")
+        expect(page.locator("#desired")).to_contain_text('"interval": 7')
+        assert api.get("/api/v1/twins/api-4").json()["desired"]["interval"] == 7
+
+        # A change made elsewhere arrives through the event stream.
+        changed = api.patch(
+            "/api/v1/twins/api-4/desired",
+            content=b'{"mode": "eco"}',
+            headers={"Content-Type": "application/merge-patch+json"},
+        ).json()
+        expect(page.locator("#version")).to_have_text(f"version {changed['version']}")
+        expect(page.locator("#desired")).to_contain_text('"mode": "eco"')
+        expect(page.locator("#live-note")).to_contain_text("desired")
+        expect(page.locator("#desired-editor")).to_have_value(re.compile('"mode": "eco"'))
+
+        # An edit based on an old version is refused with 412 and shown as a conflict.
+        page.fill("#desired-editor", '{"interval": 9}')
+        later = api.patch(
+            "/api/v1/twins/api-4/desired",
+            content=b'{"interval": 8}',
+            headers={"Content-Type": "application/merge-patch+json"},
+        ).json()
+        expect(page.locator("#version")).to_have_text(f"version {later['version']}")
+        page.click("#send-patch")
+        expect(page.locator("#conflict")).to_contain_text("Conflict")
+        assert api.get("/api/v1/twins/api-4").json()["desired"]["interval"] == 8
+        page.click("#conflict >> text=Discard my edit and reload")
+        expect(page.locator("#desired-editor")).to_have_value(re.compile('"interval": 8'))
+
+        # A command: the device (no live connection here) has it queued or sent.
+        page.fill("input[name=name]", "reboot")
+        page.fill("input[name=timeout]", "0")
+        page.click("text=Send command")
+        expect(page.locator("#command-state")).to_have_text(re.compile("^(queued|sent)$"))
+
+        page.evaluate("window.scrollTo(0, 0)")
+        SCREENSHOT.parent.mkdir(exist_ok=True)
+        page.screenshot(path=str(SCREENSHOT))
+        # The events view shows new events as they arrive.
+        page.click("header >> text=Events")
+        api.patch(
+            "/api/v1/twins/api-1/desired",
+            content=b'{"interval": 3}',
+            headers={"Content-Type": "application/merge-patch+json"},
+        )
+        expect(page.locator("#events tbody tr", has_text="api-1").first).to_contain_text("desired")
+    finally:
+        page.close()
+    assert not problems
+    assert all(url.startswith(dashboard.url) for url in requests), requests
