@@ -13,7 +13,7 @@ from twinfleet.twins.errors import StoreUnavailable
 from ._codec import decode, doc_id, encode
 from .base import Snapshot
 
-__all__ = ["SqliteStore", "sqlite_path"]
+__all__ = ["SqliteFile", "SqliteStore", "sqlite_path"]
 
 _PREFIX = "sqlite:///"
 _CHUNK = 500  # bound parameters per IN list, well under SQLite's limit
@@ -46,18 +46,28 @@ def sqlite_path(url: str) -> str:
     return path
 
 
-class SqliteStore:
-    """Snapshots and registry entries in a SQLite file several processes may open at once.
+class SqliteFile:
+    """One SQLite file in WAL mode that several processes may write (stores, history sinks).
 
-    WAL lets readers run beside the one writer; ``synchronous=FULL`` makes every commit
-    durable; ``busy_timeout`` makes writers from other processes wait instead of failing.
-    Write transactions start with ``BEGIN IMMEDIATE`` so they take the write lock up front
-    (a deferred transaction upgrading its lock can fail without waiting).
+    ``busy_timeout`` makes writers from other processes wait instead of failing; write
+    transactions start with ``BEGIN IMMEDIATE`` so they take the write lock up front (a deferred
+    transaction upgrading its lock can fail without waiting).
     """
 
-    def __init__(self, url: str, *, busy_timeout_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        schema: str,
+        what: str,
+        busy_timeout_s: float = 30.0,
+        synchronous: str = "FULL",
+    ) -> None:
+        if synchronous not in ("NORMAL", "FULL"):
+            raise ValueError(f"synchronous must be 'NORMAL' or 'FULL', not {synchronous!r}")
         self.url = url
         self.path = Path(sqlite_path(url))
+        self._what = what
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # isolation_level=None: no implicit transactions, we issue BEGIN/COMMIT ourselves.
         # check_same_thread=False: one worker thread at a time, not always the creating one.
@@ -67,9 +77,9 @@ class SqliteStore:
         try:
             self._conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
             self._conn.execute("PRAGMA journal_mode = WAL")
-            self._conn.execute("PRAGMA synchronous = FULL")
+            self._conn.execute(f"PRAGMA synchronous = {synchronous}")
             with self._write("create its tables") as conn:
-                for statement in filter(str.strip, _SCHEMA.split(";")):
+                for statement in filter(str.strip, schema.split(";")):
                     conn.execute(statement)
         except BaseException:
             self._conn.close()
@@ -89,7 +99,23 @@ class SqliteStore:
                     conn.execute("ROLLBACK")
                 raise
         except sqlite3.OperationalError as err:
-            raise StoreUnavailable(f"SQLite store {self.path} could not {action}: {err}") from err
+            raise StoreUnavailable(
+                f"SQLite {self._what} {self.path} could not {action}: {err}"
+            ) from err
+
+    def close(self) -> None:
+        """Close the connection."""
+        self._conn.close()
+
+
+class SqliteStore(SqliteFile):
+    """Snapshots and registry entries in a SQLite file several processes may open at once.
+
+    ``synchronous=FULL`` makes every commit durable, power loss included.
+    """
+
+    def __init__(self, url: str, *, busy_timeout_s: float = 30.0) -> None:
+        super().__init__(url, schema=_SCHEMA, what="store", busy_timeout_s=busy_timeout_s)
 
     def load_many(self, ids: Sequence[str]) -> dict[str, Snapshot]:
         """Snapshots of those ``ids`` that exist, by id."""
@@ -189,7 +215,3 @@ class SqliteStore:
             conn.execute("DELETE FROM twins")
             conn.execute("DELETE FROM registry")
             conn.execute("DELETE FROM items")
-
-    def close(self) -> None:
-        """Close the connection."""
-        self._conn.close()

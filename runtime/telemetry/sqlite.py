@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import sqlite3
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Literal
 
-from twinfleet.runtime.stores.sqlite import sqlite_path
-from twinfleet.twins.errors import StoreUnavailable
+from twinfleet.runtime.stores.sqlite import SqliteFile
 
 from .base import Point, check_bounds, check_points
 
@@ -70,7 +66,7 @@ _RETENTION_SERIES_PER_TX = 1000
 _RETENTION_POINTS_PER_TX = 50_000
 
 
-class SqliteTelemetrySink:
+class SqliteTelemetrySink(SqliteFile):
     """Telemetry points in a SQLite file of their own, which several processes may write.
 
     WAL lets readers run beside the one writer; ``busy_timeout`` makes writers from other
@@ -89,43 +85,13 @@ class SqliteTelemetrySink:
         busy_timeout_s: float = 30.0,
         synchronous: Literal["NORMAL", "FULL"] = "NORMAL",
     ) -> None:
-        if synchronous not in ("NORMAL", "FULL"):
-            raise ValueError(f"synchronous must be 'NORMAL' or 'FULL', not {synchronous!r}")
-        self.url = url
-        self.path = Path(sqlite_path(url))
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        # isolation_level=None: no implicit transactions, we issue BEGIN/COMMIT ourselves.
-        # check_same_thread=False: one worker thread at a time, not always the creating one.
-        self._conn = sqlite3.connect(
-            self.path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
+        super().__init__(
+            url,
+            schema=_SCHEMA,
+            what="telemetry sink",
+            busy_timeout_s=busy_timeout_s,
+            synchronous=synchronous,
         )
-        try:
-            self._conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
-            self._conn.execute("PRAGMA journal_mode = WAL")
-            self._conn.execute(f"PRAGMA synchronous = {synchronous}")
-            with self._write("create its table") as conn:
-                conn.execute(_SCHEMA)
-        except BaseException:
-            self._conn.close()
-            raise
-
-    @contextmanager
-    def _write(self, action: str) -> Iterator[sqlite3.Connection]:
-        """One write transaction; SQLite's operational failures become ``StoreUnavailable``."""
-        conn = self._conn
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-        except sqlite3.OperationalError as err:
-            raise StoreUnavailable(
-                f"SQLite telemetry sink {self.path} could not {action}: {err}"
-            ) from err
 
     def write(self, points: Sequence[Point]) -> None:
         """Store ``points`` in one transaction; a point replaces any with its identity."""
@@ -182,7 +148,3 @@ class SqliteTelemetrySink:
                         break
             deleted += deleted_here
         return deleted
-
-    def close(self) -> None:
-        """Close the connection."""
-        self._conn.close()
