@@ -19,6 +19,23 @@ from .up import UpOptions, run_up
 __all__ = ["main"]
 
 
+# Options `up` and `simulate` share: one definition each.
+interval_option = click.option(
+    "--interval",
+    type=click.FloatRange(min=0.001),
+    default=None,
+    envvar="TWINFLEET_INTERVAL",
+    help="Seconds between readings of each simulated device (default: its family's).",
+)
+duration_option = click.option(
+    "--duration",
+    type=click.FloatRange(min=0),
+    default=None,
+    envvar="TWINFLEET_DURATION",
+    help="Stop after this many seconds (default: run until stopped).",
+)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="twinfleet")
 def cli() -> None:
@@ -120,20 +137,8 @@ def cli() -> None:
     metavar="N",
     help="Also run N simulated devices of the five families (80% MQTT, 20% CoAP).",
 )
-@click.option(
-    "--interval",
-    type=click.FloatRange(min=0.001),
-    default=None,
-    envvar="TWINFLEET_INTERVAL",
-    help="Seconds between readings of each simulated device (default: its family's).",
-)
-@click.option(
-    "--duration",
-    type=click.FloatRange(min=0),
-    default=None,
-    envvar="TWINFLEET_DURATION",
-    help="Stop after this many seconds (default: run until stopped).",
-)
+@interval_option
+@duration_option
 @click.option(
     "--json",
     "as_json",
@@ -218,13 +223,7 @@ def up(  # noqa: PLR0917 - click passes options positionally
     metavar="URL",
     help="Send over CoAP to this endpoint (coap://host:port) instead of MQTT.",
 )
-@click.option(
-    "--interval",
-    type=click.FloatRange(min=0.001),
-    default=None,
-    envvar="TWINFLEET_INTERVAL",
-    help="Seconds between readings of every device (default: its family's report interval).",
-)
+@interval_option
 @click.option(
     "--connections",
     type=click.IntRange(min=1),
@@ -233,13 +232,7 @@ def up(  # noqa: PLR0917 - click passes options positionally
     help="MQTT connections the devices share (default: min(devices, 100)); "
     "a last will per device needs one connection per device.",
 )
-@click.option(
-    "--duration",
-    type=click.FloatRange(min=0),
-    default=None,
-    envvar="TWINFLEET_DURATION",
-    help="Stop after this many seconds (default: run until stopped).",
-)
+@duration_option
 @click.option(
     "--labels",
     type=click.Path(dir_okay=False, path_type=Path),
