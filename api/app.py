@@ -14,11 +14,13 @@ import orjson
 from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from twinfleet.runtime import Runtime, RuntimeFleet
 from twinfleet.runtime.telemetry import TelemetrySink
 from twinfleet.twins import (
     InvalidPatch,
+    PayloadTooLarge,
     TwinFilter,
     TwinfleetError,
     parse_filter,
@@ -70,16 +72,64 @@ class TokenIn(BaseModel):
     name: str = Field(default="", max_length=100)
 
 
+class BodyLimit:
+    """Refuses request bodies over ``limit`` bytes with 413 (plain ASGI: no task per request).
+
+    A declared ``Content-Length`` over the limit is refused before any route runs; a body
+    without one (chunked) is counted as it is read and refused where it passes the limit.
+    """
+
+    def __init__(self, app: ASGIApp, *, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Check the declared length, then count what is read."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                if not value.isdigit() or int(value) > self.limit:
+                    await self._refuse(scope, receive, send)
+                    return
+                break
+        seen = 0
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise PayloadTooLarge(self._message(), field="body")
+            return message
+
+        await self.app(scope, counted, send)
+
+    def _message(self) -> str:
+        return f"request bodies are limited to {self.limit} bytes"
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        body = error_body(PayloadTooLarge.code, self._message(), "body")
+        await JSONResponse(body, 413)(scope, receive, send)
+
+
 def create_app(
     runtime: Runtime,
     tokens: TokenStore,
     *,
     telemetry: TelemetrySink | None = None,
     require_if_match: bool = False,
+    direct: bool = True,
 ) -> FastAPI:
     """The API for ``runtime``, authenticating with ``tokens``, reading history from
-    ``telemetry``."""
-    fleet = RuntimeFleet(runtime)
+    ``telemetry``.
+
+    ``direct``: per-twin calls go over the hosts' direct connections (``runtime/wire.py``);
+    off, each is a Ray actor call (slower; for networks where host ports are closed).
+    """
+    fleet = RuntimeFleet(runtime, direct=direct)
     app = FastAPI(
         title="twinfleet",
         version="0.1.0",
@@ -89,29 +139,20 @@ def create_app(
     install_error_handlers(app)
     install_metrics(app, runtime)
 
-    @app.middleware("http")
-    async def limit_body(request: Request, call_next: Any) -> Response:
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
-            return JSONResponse(
-                error_body(
-                    "payload_too_large",
-                    f"request bodies are limited to {MAX_BODY_BYTES} bytes",
-                    "body",
-                ),
-                413,
-            )
-        response: Response = await call_next(request)
-        return response
+    app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
 
-    def principal(authorization: Annotated[str | None, Header()] = None) -> Principal:
+    # Dependencies are coroutines: FastAPI runs plain functions in a thread pool, a hop per
+    # request that costs more than the check itself.
+    async def principal(authorization: Annotated[str | None, Header()] = None) -> Principal:
         if not authorization or not authorization.lower().startswith("bearer "):
             raise Unauthorized("send 'Authorization: Bearer <token>'", field="authorization")
-        return tokens.verify(authorization[7:].strip())
+        token = authorization[7:].strip()
+        known = tokens.cached(token)
+        return known if known is not None else await asyncio.to_thread(tokens.verify, token)
 
     def allowed(permission: str) -> Any:
         # A default, not Annotated: ``principal`` is local, and annotations are strings here.
-        def check(who: Principal = Depends(principal)) -> Principal:  # noqa: B008
+        async def check(who: Principal = Depends(principal)) -> Principal:  # noqa: B008
             who.require(permission)
             return who
 

@@ -58,6 +58,10 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
+_YIELD_EVERY = 128  # messages applied between two turns of the event loop
+_SWEEP_STEP = 5000  # twins swept between two turns of the event loop
+
+
 @dataclass(frozen=True, slots=True)
 class HostSettings:
     """Timing and batching of one host."""
@@ -65,7 +69,7 @@ class HostSettings:
     flush_interval_s: float = 1.0
     idle_timeout_s: float = 600.0
     sweep_interval_s: float = 5.0
-    flush_batch: int = 2000
+    flush_batch: int = 100
     load_batch: int = 1000
     event_interval_s: float = 0.05
     order_timeout_s: float = 10.0
@@ -128,6 +132,10 @@ class TwinHost:
         self._io = ThreadPoolExecutor(1, thread_name_prefix=f"twinfleet-store-{host_id}")
         self._activation = asyncio.Lock()
         self._write_locks: dict[str, asyncio.Lock] = {}
+        self._commits: list[
+            tuple[Mapping[str, Any], Mapping[str, Any] | None, asyncio.Future[None]]
+        ] = []
+        self._committer: asyncio.Task[None] | None = None
         self._turns: dict[str, int] = {}  # router -> sequence number of its next batch
         self._turn_changed = asyncio.Condition()
         self._tasks: list[asyncio.Task[None]] = []
@@ -287,6 +295,7 @@ class TwinHost:
         rejected: list[Rejection] = []
         protocols: list[str | None] = []  # of each rejected message, for its event
         new: dict[str, str | None] = {}
+        refused: set[Any] = set()
         for msg in messages:
             if msg[0] not in twins and msg[0] not in new:
                 try:
@@ -294,6 +303,7 @@ class TwinHost:
                 except TwinfleetError as err:
                     rejected.append(Rejection(str(msg[0]), err.code, err.message))
                     protocols.append(msg[4] if len(msg) > 4 else None)
+                    refused.add(msg[0])
                     continue
                 new[msg[0]] = msg[5] if len(msg) > 5 else None
         if new:
@@ -303,11 +313,17 @@ class TwinHost:
         history = self._telemetry is not None
         dirty = self._dirty
         last_used = self._last_used
-        for msg in messages:
+        missed: list[DeviceMessage] = []
+        for n, msg in enumerate(messages):
+            if n % _YIELD_EVERY == _YIELD_EVERY - 1:
+                # Let application calls in between: a big batch must not stall them.
+                await asyncio.sleep(0)
             twin_id = msg[0]
             twin = twins.get(twin_id)
             if twin is None:
-                continue  # rejected above
+                if twin_id not in refused:
+                    missed.append(msg)  # passivated while this batch yielded: load it again
+                continue
             was_online = twin.online
             was_anomalous = twin.anomalous
             try:
@@ -344,6 +360,11 @@ class TwinHost:
         counters["applied"] += applied
         counters["stale"] += stale
         counters["rejected"] += len(rejected)
+        if missed:
+            more = await self.apply(missed)
+            return ApplyResult(
+                applied + more.applied, stale + more.stale, (*rejected, *more.rejected)
+            )
         return ApplyResult(applied, stale, tuple(rejected))
 
     async def apply_packed(
@@ -713,7 +734,7 @@ class TwinHost:
             snapshot = twin.snapshot()
             self._dirty.discard(twin_id)  # this commit covers everything up to now
             try:
-                await self._run(self._store.commit, snapshot, registry=registry)
+                await self._commit(snapshot, registry)
             except Exception as err:
                 if created:
                     self._forget(twin_id)
@@ -738,6 +759,35 @@ class TwinHost:
             if committed is not None:
                 committed(twin)
             return answer(twin)
+
+    async def _commit(
+        self, snapshot: Mapping[str, Any], registry: Mapping[str, Any] | None
+    ) -> None:
+        """Commit durably, together with the other commits waiting now (group commit).
+
+        One transaction (one fsync) carries every commit that arrived while the previous one
+        was being written, so many concurrent writers cost a few transactions, not one each.
+        If it fails, it fails for all of them, and each undoes its own change.
+        """
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._commits.append((snapshot, registry, future))
+        if self._committer is None or self._committer.done():
+            self._committer = asyncio.create_task(self._write_commits())
+        await future
+
+    async def _write_commits(self) -> None:
+        while self._commits:
+            batch, self._commits = self._commits, []
+            try:
+                await self._run(self._store.commit_many, [(s, r) for s, r, _ in batch])
+            except Exception as err:
+                for *_, future in batch:
+                    if not future.done():
+                        future.set_exception(err)
+            else:
+                for *_, future in batch:
+                    if not future.done():
+                        future.set_result(None)
 
     def _forget(self, twin_id: str) -> None:
         """Drop a twin from memory without saving it."""
@@ -847,7 +897,9 @@ class TwinHost:
         """Mark silent twins offline and passivate idle ones; return (offline, passivated)."""
         now = self._clock()
         offline = 0
-        for twin in self._twins.values():
+        for n, twin in enumerate(list(self._twins.values())):
+            if n % _SWEEP_STEP == _SWEEP_STEP - 1:
+                await asyncio.sleep(0)  # a sweep over many twins must not stall calls
             if (
                 twin.online
                 and twin.last_seen is not None
@@ -871,13 +923,15 @@ class TwinHost:
         if not ids:
             return 0
         dirty = [i for i in ids if i in self._dirty]
-        if dirty:
-            snaps = [self._twins[i].snapshot() for i in dirty]
-            self._dirty.difference_update(dirty)
+        step = self._settings.flush_batch
+        for start in range(0, len(dirty), step):  # in batches: calls go on in between
+            chunk = [i for i in dirty[start : start + step] if i in self._twins]
+            snaps = [self._twins[i].snapshot() for i in chunk]
+            self._dirty.difference_update(chunk)
             try:
                 await self._run(self._store.save_many, snaps)
             except Exception:
-                self._dirty.update(dirty)
+                self._dirty.update(chunk)
                 raise
         dropped = 0
         for twin_id in ids:

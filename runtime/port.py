@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import time
+import weakref
 from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from typing import Any, Protocol
 
@@ -22,6 +23,7 @@ from .events import Event, EventHub
 from .host import HostSettings, TwinHost
 from .messages import DeviceMessage, IngestResult
 from .stores import MemoryStore, StateStore
+from .wire import Endpoint, HostChannel
 
 __all__ = ["FleetPort", "LocalFleet", "RuntimeFleet"]
 
@@ -218,18 +220,47 @@ class _Routes(Protocol):
 class RuntimeFleet(_PortBase):
     """The platform behind a ``Runtime`` (or a ``FleetClient``): hosts and hub on Ray."""
 
-    def __init__(self, runtime: _Routes) -> None:
+    def __init__(self, runtime: _Routes, *, direct: bool = True) -> None:
         super().__init__()
         self.runtime = runtime
+        self.direct = direct
+        # asyncio streams belong to one event loop: one channel per host and loop.
+        self._channels: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, dict[str, HostChannel]
+        ] = weakref.WeakKeyDictionary()
 
     async def ingest(self, messages: Sequence[DeviceMessage]) -> IngestResult:
         """Route the messages (in a worker thread: the router blocks under backpressure)."""
         return await asyncio.to_thread(self.runtime.ingest, list(messages))
 
     async def call(self, device_id: str, method: str, *args: Any, **kwargs: Any) -> Any:
-        """Call ``method`` on the host of ``device_id`` and await its answer."""
+        """Call ``method`` on the host of ``device_id`` and await its answer.
+
+        Over the host's direct connection (``runtime/wire.py``) unless ``direct`` is off;
+        the methods there take and return JSON values only.
+        """
         host = self.runtime.owner_of(device_id)
-        return await _result(getattr(host, method).remote(*args, **kwargs))
+        if not self.direct:
+            return await _result(getattr(host, method).remote(*args, **kwargs))
+        return await self._channel(host).call(method, *args, **kwargs)
+
+    def _channel(self, host: Any) -> HostChannel:
+        channels = self._channels.setdefault(asyncio.get_running_loop(), {})
+        key = host._actor_id.hex()
+        channel = channels.get(key)
+        if channel is None:
+
+            async def resolve() -> Endpoint:
+                endpoint: Endpoint = await _result(host.endpoint.remote())
+                return endpoint
+
+            channel = channels[key] = HostChannel(resolve)
+        return channel
+
+    async def close(self) -> None:
+        """Close the direct connections this fleet opened in the running loop."""
+        for channel in self._channels.pop(asyncio.get_running_loop(), {}).values():
+            await channel.close()
 
     async def device_offline(self, device_id: str, *, protocol: str) -> None:
         """Mark the twin offline now, after the device's messages still on their way."""

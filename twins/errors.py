@@ -24,6 +24,7 @@ __all__ = [
     "UnknownModel",
     "UnsupportedFormat",
     "VersionConflict",
+    "rebuild_error",
 ]
 
 
@@ -57,6 +58,24 @@ def _rebuild(
     for key, value in extra.items():
         setattr(err, key, value)
     return err
+
+
+def _subclasses(cls: type[TwinfleetError]) -> dict[str, type[TwinfleetError]]:
+    found = {cls.__name__: cls}
+    for sub in cls.__subclasses__():
+        found.update(_subclasses(sub))
+    return found
+
+
+def rebuild_error(
+    type_name: str, message: str, field: str | None, extra: dict[str, object]
+) -> TwinfleetError:
+    """An error sent as data (its class name and state) raised again as that class.
+
+    An unknown name (a class the receiver does not have) gives a plain ``TwinfleetError``.
+    """
+    cls = _subclasses(TwinfleetError).get(type_name, TwinfleetError)
+    return _rebuild(cls, message, field, extra)
 
 
 class TwinNotFound(TwinfleetError):

@@ -5,7 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
-__all__ = ["Snapshot", "StateStore"]
+__all__ = ["Change", "Snapshot", "StateStore"]
+
+Change = tuple[Mapping[str, Any], Mapping[str, Any] | None]
+"""One durable change: a twin snapshot and, if the registry changes too, its entry."""
 
 Snapshot = dict[str, Any]
 """A twin snapshot: the JSON-ready dict ``Twin.snapshot()`` returns (it carries ``id``)."""
@@ -34,6 +37,13 @@ class StateStore(Protocol):
         self, snapshot: Mapping[str, Any], *, registry: Mapping[str, Any] | None = None
     ) -> None:
         """Write one snapshot (and its registry entry) durably, atomically, before returning."""
+        ...
+
+    def commit_many(self, changes: Sequence[Change]) -> None:
+        """Write several ``(snapshot, registry entry or None)`` durably in one atomic step.
+
+        Hosts group the commits that wait at the same moment into one (group commit).
+        """
         ...
 
     def delete_many(self, ids: Sequence[str]) -> None:

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ._codec import decode, doc_id, encode
-from .base import Snapshot
+from .base import Change, Snapshot
 
 __all__ = ["MemoryStore"]
 
@@ -44,9 +44,14 @@ class MemoryStore:
         self, snapshot: Mapping[str, Any], *, registry: Mapping[str, Any] | None = None
     ) -> None:
         """Write one snapshot (and its registry entry)."""
-        if registry is not None:
-            self.put_registry(registry)
-        self._twins[doc_id(snapshot)] = encode(snapshot)
+        self.commit_many([(snapshot, registry)])
+
+    def commit_many(self, changes: Sequence[Change]) -> None:
+        """Write several snapshots and registry entries."""
+        for snapshot, registry in changes:
+            if registry is not None:
+                self.put_registry(registry)
+            self._twins[doc_id(snapshot)] = encode(snapshot)
 
     def delete_many(self, ids: Sequence[str]) -> None:
         """Forget the snapshots of ``ids``; missing ids are ignored."""

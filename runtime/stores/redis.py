@@ -15,7 +15,7 @@ from redis.retry import Retry
 from twinfleet.twins.errors import StoreUnavailable
 
 from ._codec import decode, doc_id, encode
-from .base import Snapshot
+from .base import Change, Snapshot
 
 __all__ = ["RedisStore"]
 
@@ -118,15 +118,20 @@ class RedisStore:
         self, snapshot: Mapping[str, Any], *, registry: Mapping[str, Any] | None = None
     ) -> None:
         """Write one snapshot, its index entry and registry entry atomically (MULTI/EXEC)."""
-        twin_id, doc = doc_id(snapshot), encode(snapshot)
-        with self._reach(f"commit twin {twin_id!r}"):
+        self.commit_many([(snapshot, registry)])
+
+    def commit_many(self, changes: Sequence[Change]) -> None:
+        """Write several snapshots with their index and registry entries in one MULTI/EXEC."""
+        with self._reach(f"commit twin {doc_id(changes[0][0])!r}" if changes else "commit"):
             pipe = self._redis.pipeline(transaction=True)
-            pipe.set(self._twin(twin_id), doc)
-            pipe.zadd(self._twins, {twin_id: 0})
-            if registry is not None:
-                device_id = doc_id(registry)
-                pipe.set(self._reg(device_id), encode(registry))
-                pipe.zadd(self._registry, {device_id: 0})
+            for snapshot, registry in changes:
+                twin_id = doc_id(snapshot)
+                pipe.set(self._twin(twin_id), encode(snapshot))
+                pipe.zadd(self._twins, {twin_id: 0})
+                if registry is not None:
+                    device_id = doc_id(registry)
+                    pipe.set(self._reg(device_id), encode(registry))
+                    pipe.zadd(self._registry, {device_id: 0})
             pipe.execute()
 
     def delete_many(self, ids: Sequence[str]) -> None:

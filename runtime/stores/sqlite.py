@@ -11,7 +11,7 @@ from typing import Any
 from twinfleet.twins.errors import StoreUnavailable
 
 from ._codec import decode, doc_id, encode
-from .base import Snapshot
+from .base import Change, Snapshot
 
 __all__ = ["SqliteFile", "SqliteStore", "sqlite_path"]
 
@@ -139,11 +139,18 @@ class SqliteStore(SqliteFile):
         self, snapshot: Mapping[str, Any], *, registry: Mapping[str, Any] | None = None
     ) -> None:
         """Write one snapshot (and its registry entry) in one durable transaction."""
-        twin_id = doc_id(snapshot)
-        with self._write(f"commit twin {twin_id!r}") as conn:
-            conn.execute(_UPSERT_TWIN, (twin_id, encode(snapshot)))
-            if registry is not None:
-                conn.execute(_UPSERT_REGISTRY, (doc_id(registry), encode(registry)))
+        self.commit_many([(snapshot, registry)])
+
+    def commit_many(self, changes: Sequence[Change]) -> None:
+        """Write several snapshots and registry entries in one durable transaction."""
+        names = ", ".join(repr(doc_id(s)) for s, _ in changes[:3])
+        with self._write(
+            f"commit twin {names}" + (" and more" if len(changes) > 3 else "")
+        ) as conn:
+            for snapshot, registry in changes:
+                conn.execute(_UPSERT_TWIN, (doc_id(snapshot), encode(snapshot)))
+                if registry is not None:
+                    conn.execute(_UPSERT_REGISTRY, (doc_id(registry), encode(registry)))
 
     def delete_many(self, ids: Sequence[str]) -> None:
         """Forget the snapshots of ``ids``; missing ids are ignored."""

@@ -16,6 +16,7 @@ from twinfleet.runtime.host import HostSettings, TwinHost
 from twinfleet.runtime.messages import ApplyResult, DeviceMessage
 from twinfleet.runtime.placement import Placement
 from twinfleet.runtime.stores import MemoryStore, StateStore
+from twinfleet.runtime.stores.base import Change
 from twinfleet.twins import (
     InvalidDeviceId,
     StoreUnavailable,
@@ -62,14 +63,15 @@ class RecordingStore(MemoryStore):
         self.saves.append([s["id"] for s in snapshots])
         super().save_many(snapshots)
 
-    def commit(
-        self, snapshot: Mapping[str, Any], *, registry: Mapping[str, Any] | None = None
-    ) -> None:
+    def commit_many(self, changes: Sequence[Change]) -> None:
         """Record the call, fail if told to, else commit."""
         if self.fail_commits:
             raise self.fail_commits.pop(0)
-        self.commits.append((snapshot["id"], None if registry is None else dict(registry)))
-        super().commit(snapshot, registry=registry)
+        self.commits.extend(
+            (snapshot["id"], None if registry is None else dict(registry))
+            for snapshot, registry in changes
+        )
+        super().commit_many(changes)
 
     def close(self) -> None:
         """Remember that the host closed us."""
