@@ -137,9 +137,10 @@ class PreconditionRequired(ApiError):
 
 
 class RateLimited(ApiError):
-    """Too many requests (429)."""
+    """Too many requests for this token (429); ``retry_after``: seconds to wait, if told."""
 
     code = "rate_limited"
+    retry_after: float | None = None
 
 
 class ServiceUnavailable(ApiError):
@@ -172,7 +173,7 @@ def _error(response: httpx.Response) -> ApiError:
     kind = _ERRORS.get(response.status_code, ApiError)
     try:
         body = orjson.loads(response.content)["error"]
-        return kind(
+        error = kind(
             str(body["message"]),
             status=response.status_code,
             code=str(body["code"]),
@@ -180,10 +181,19 @@ def _error(response: httpx.Response) -> ApiError:
         )
     except (orjson.JSONDecodeError, KeyError, TypeError):
         text = response.text.strip()[:500] or response.reason_phrase
-        return kind(text, status=response.status_code)
+        error = kind(text, status=response.status_code)
+    retry_after = response.headers.get("retry-after", "")
+    if isinstance(error, RateLimited) and retry_after.isdigit():
+        error.retry_after = float(retry_after)
+    return error
 
 
 # -- values -------------------------------------------------------------------------------------
+
+
+def _page(response: httpx.Response) -> Page:
+    body = _json(response)
+    return Page(list(body["items"]), body.get("next"))
 
 
 class Page(NamedTuple):
@@ -332,11 +342,7 @@ class _Calls:
         params += [("filter", filter)] if filter else []
         params += [("cursor", cursor)] if cursor else []
 
-        def read(response: httpx.Response) -> Page:
-            body = _json(response)
-            return Page(list(body["items"]), body.get("next"))
-
-        return _Call("GET", f"{_API}/twins", read, params)
+        return _Call("GET", f"{_API}/twins", _page, params)
 
     @staticmethod
     def patch(
@@ -395,6 +401,22 @@ class _Calls:
         params += [("since", _when(since))] if since is not None else []
         params += [("until", _when(until))] if until is not None else []
         return _Call("GET", _twin_path(twin_id, "telemetry"), _items, params)
+
+    @staticmethod
+    def anomalies(
+        twin_id: str, *, since: Timestamp | None, until: Timestamp | None, limit: int
+    ) -> _Call[dict[str, Any]]:
+        params: _Params = [("limit", limit)]
+        params += [("since", _when(since))] if since is not None else []
+        params += [("until", _when(until))] if until is not None else []
+        return _Call("GET", _twin_path(twin_id, "anomalies"), _json, params)
+
+    @staticmethod
+    def anomalous(type: str | None, *, limit: int, cursor: str | None) -> _Call[Page]:  # noqa: A002
+        params: _Params = [("limit", limit)]
+        params += [("type", type)] if type is not None else []
+        params += [("cursor", cursor)] if cursor else []
+        return _Call("GET", f"{_API}/anomalies", _page, params)
 
     @staticmethod
     def create_token(role: str, name: str) -> _Call[dict[str, Any]]:
@@ -667,6 +689,27 @@ class TwinClient:
         call = _Calls.telemetry(twin_id, metric=metric, since=since, until=until, limit=limit)
         return self._send(call)
 
+    def anomalies(
+        self,
+        twin_id: str,
+        *,
+        since: Timestamp | None = None,
+        until: Timestamp | None = None,
+        limit: int = 10_000,
+    ) -> dict[str, Any]:
+        """``{"current", "scores", "episodes"}``: the twin's verdict now and its history."""
+        return self._send(_Calls.anomalies(twin_id, since=since, until=until, limit=limit))
+
+    def anomalous(
+        self,
+        *,
+        type: str | None = None,  # noqa: A002 - the API's name
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> Page:
+        """One page of the twins anomalous now (``id``, ``type``, ``tags``, ``anomaly``)."""
+        return self._send(_Calls.anomalous(type, limit=limit, cursor=cursor))
+
     def create_token(self, role: str, *, name: str = "") -> dict[str, Any]:
         """A new token's record, with the token itself under ``"token"`` (shown this once)."""
         return self._send(_Calls.create_token(role, name))
@@ -872,6 +915,27 @@ class AsyncTwinClient:
         """Readings ``{"metric", "ts", "value"}`` in ``[since, until)``, oldest first."""
         call = _Calls.telemetry(twin_id, metric=metric, since=since, until=until, limit=limit)
         return await self._send(call)
+
+    async def anomalies(
+        self,
+        twin_id: str,
+        *,
+        since: Timestamp | None = None,
+        until: Timestamp | None = None,
+        limit: int = 10_000,
+    ) -> dict[str, Any]:
+        """``{"current", "scores", "episodes"}``: the twin's verdict now and its history."""
+        return await self._send(_Calls.anomalies(twin_id, since=since, until=until, limit=limit))
+
+    async def anomalous(
+        self,
+        *,
+        type: str | None = None,  # noqa: A002 - the API's name
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> Page:
+        """One page of the twins anomalous now (``id``, ``type``, ``tags``, ``anomaly``)."""
+        return await self._send(_Calls.anomalous(type, limit=limit, cursor=cursor))
 
     async def create_token(self, role: str, *, name: str = "") -> dict[str, Any]:
         """A new token's record, with the token itself under ``"token"`` (shown this once)."""

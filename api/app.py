@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Annotated, Any
 
 import orjson
@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from twinfleet.runtime import Runtime, RuntimeFleet
-from twinfleet.runtime.telemetry import TelemetrySink
+from twinfleet.runtime.telemetry import ANOMALY_FLAG, ANOMALY_SCORE, Point, TelemetrySink
 from twinfleet.twins import (
     InvalidPatch,
     PayloadTooLarge,
@@ -33,10 +33,12 @@ from .auth import Principal, TokenStore, Unauthorized
 from .dashboard import install_dashboard
 from .errors import error_body, install_error_handlers
 from .metrics import install_metrics
+from .ratelimit import RequestLimiter
 
 __all__ = ["ApiError", "create_app"]
 
 MAX_BODY_BYTES = 256 * 1024
+DEFAULT_RATE_LIMIT = "3000/minute"  # per token: 50/s sustained, bursts allowed
 _MERGE_PATCH = "application/merge-patch+json"
 
 
@@ -122,13 +124,21 @@ def create_app(
     telemetry: TelemetrySink | None = None,
     require_if_match: bool = False,
     direct: bool = True,
+    rate_limit: str | None = DEFAULT_RATE_LIMIT,
+    rate_limit_storage: str = "memory://",
 ) -> FastAPI:
     """The API for ``runtime``, authenticating with ``tokens``, reading history from
     ``telemetry``.
 
     ``direct``: per-twin calls go over the hosts' direct connections (``runtime/wire.py``);
     off, each is a Ray actor call (slower; for networks where host ports are closed).
+    ``rate_limit``: requests per token, like ``"3000/minute"`` (None: unlimited), counted in
+    ``rate_limit_storage`` (``memory://`` per process, or ``redis://...`` shared); over it, 429
+    with ``Retry-After``.
     """
+    limiter = (
+        None if rate_limit is None else RequestLimiter(rate_limit, storage_url=rate_limit_storage)
+    )
     fleet = RuntimeFleet(runtime, direct=direct)
     app = FastAPI(
         title="twinfleet",
@@ -154,6 +164,8 @@ def create_app(
         # A default, not Annotated: ``principal`` is local, and annotations are strings here.
         async def check(who: Principal = Depends(principal)) -> Principal:  # noqa: B008
             who.require(permission)
+            if limiter is not None:
+                await limiter.check(who.token_id)
             return who
 
         return Depends(check)
@@ -250,7 +262,62 @@ def create_app(
             until=None if until is None else _time(until, "until"),
             limit=limit,
         )
-        return {"items": [{"metric": p.metric, "ts": p.ts, "value": p.value} for p in points]}
+        return {
+            "items": [
+                {"metric": p.metric, "ts": p.ts, "value": p.value}
+                for p in points
+                if metric is not None or not p.metric.startswith("$")  # the platform's series
+            ]
+        }
+
+    @api.get("/twins/{twin_id}/anomalies", tags=["anomalies"], dependencies=[allowed("twins:read")])
+    async def twin_anomalies(
+        twin_id: str,
+        since: str | None = None,
+        until: str | None = None,
+        limit: Annotated[int, Query(ge=1, le=100_000)] = 10_000,
+    ) -> dict[str, Any]:
+        """The twin's verdict now, its anomaly scores in ``[since, until)`` and its episodes.
+
+        An episode runs from the reading that made the twin anomalous to the one that cleared
+        it (``end`` null: still anomalous; ``start`` null: it began before ``since``).
+        """
+        validate_device_id(twin_id)
+        doc = await fleet.call(twin_id, "get", twin_id)
+        scores: list[Any] = []
+        flags: list[Any] = []
+        if telemetry is not None:
+            bounds = {
+                "since": None if since is None else _time(since, "since"),
+                "until": None if until is None else _time(until, "until"),
+            }
+            scores = await asyncio.to_thread(
+                telemetry.query, twin_id, metric=ANOMALY_SCORE, limit=limit, **bounds
+            )
+            flags = await asyncio.to_thread(
+                telemetry.query, twin_id, metric=ANOMALY_FLAG, limit=limit, **bounds
+            )
+        return {
+            "current": doc["anomaly"],
+            "scores": [{"ts": p.ts, "score": p.value} for p in scores],
+            "episodes": _episodes(flags),
+        }
+
+    @api.get("/anomalies", tags=["anomalies"], dependencies=[allowed("twins:read")])
+    async def anomalies(
+        type: str | None = None,  # noqa: A002 - the contract's name
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        cursor: str | None = None,
+    ) -> dict[str, Any]:
+        """Twins anomalous now (optionally of one family), in id order, a page at a time."""
+        page = await asyncio.to_thread(
+            runtime.query, TwinFilter(type=type, anomalous=True), after=cursor, limit=limit
+        )
+        items = [
+            {"id": t["id"], "type": t["type"], "tags": t["tags"], "anomaly": t["anomaly"]}
+            for t in page.items
+        ]
+        return {"items": items, "next": page.next}
 
     @api.post(
         "/twins/{twin_id}/commands", tags=["commands"], dependencies=[allowed("commands:send")]
@@ -428,6 +495,20 @@ async def _merge_patch(request: Request) -> dict[str, Any]:
     if not isinstance(patch, dict):
         raise InvalidPatch("a merge patch here must be a JSON object", field="body")
     return patch
+
+
+def _episodes(flags: Sequence[Point]) -> list[dict[str, float | None]]:
+    """Anomalous episodes from the flag series (1.0 where one starts, 0.0 where it ends)."""
+    episodes: list[dict[str, float | None]] = []
+    for point in flags:
+        if point.value >= 0.5:
+            if not episodes or episodes[-1]["end"] is not None:
+                episodes.append({"start": point.ts, "end": None})
+        elif episodes and episodes[-1]["end"] is None:
+            episodes[-1]["end"] = point.ts
+        else:
+            episodes.append({"start": None, "end": point.ts})
+    return episodes
 
 
 def _time(text: str, field: str) -> float:

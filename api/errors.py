@@ -29,6 +29,7 @@ HTTP_STATUS: Final[Mapping[str, int]] = MappingProxyType(
         "document_too_large": 413,
         "unsupported_format": 415,
         "unsupported_media_type": 415,
+        "rate_limited": 429,
         "store_unavailable": 503,
     }
 )
@@ -46,6 +47,9 @@ def install_error_handlers(app: FastAPI) -> None:
     async def twinfleet_error(request: Request, err: TwinfleetError) -> JSONResponse:
         status = HTTP_STATUS.get(err.code, 400)
         headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+        retry_after = getattr(err, "retry_after", None)
+        if retry_after is not None:
+            headers = {"Retry-After": str(retry_after)}
         return JSONResponse(error_body(err.code, err.message, err.field), status, headers)
 
     @app.exception_handler(RequestValidationError)

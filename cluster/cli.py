@@ -10,6 +10,7 @@ import click
 
 from twinfleet.adapters.devices import DEFAULT_COAP_URL, DEFAULT_MQTT_URL, DeviceFleetOptions
 from twinfleet.adapters.mqtt import MqttSettings
+from twinfleet.api.ratelimit import RequestLimiter
 
 from .commands import devices, tokens, twins
 from .edges import EdgeOptions
@@ -62,6 +63,14 @@ def cli() -> None:
     envvar="TWINFLEET_TSDB",
     metavar="URL",
     help="Telemetry history: sqlite:///path (default: <data-dir>/telemetry.db).",
+)
+@click.option(
+    "--rate-limit",
+    envvar="TWINFLEET_RATE_LIMIT",
+    default="3000/minute",
+    show_default=True,
+    metavar="N/PERIOD",
+    help="API requests allowed per token, like 50/second or 3000/minute; 'none' for no limit.",
 )
 @click.option(
     "--ray-address",
@@ -150,6 +159,7 @@ def up(  # noqa: PLR0917 - click passes options positionally
     data_dir: Path,
     store: str | None,
     tsdb: str | None,
+    rate_limit: str,
     ray_address: str | None,
     hosts: int,
     host: str,
@@ -178,7 +188,10 @@ def up(  # noqa: PLR0917 - click passes options positionally
             port=port,
             simulate=simulate,
             interval_s=interval,
+            rate_limit=None if rate_limit.lower() == "none" else rate_limit,
         )
+        if edges.rate_limit is not None:
+            RequestLimiter(edges.rate_limit)  # a clear error now rather than at start-up
         if mqtt:
             MqttSettings.from_url(mqtt, ca_file=mqtt_ca, cert_file=mqtt_cert, key_file=mqtt_key)
         if tsdb and not tsdb.startswith(("sqlite:///", "memory://")):

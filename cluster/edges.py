@@ -39,6 +39,7 @@ class EdgeOptions:
     mqtt_key: str | None = None
     coap_port: int = 5683
     port: int = 8000  # the HTTP API
+    rate_limit: str | None = "3000/minute"  # API requests per token; None: unlimited
     simulate: int = 0
     interval_s: float | None = None
     seed: int = 0
@@ -123,7 +124,12 @@ class Edges(threading.Thread):
     async def _serve_api(self, stack: contextlib.AsyncExitStack) -> None:
         options = self._options
         config = uvicorn.Config(
-            create_app(self._runtime, self._tokens, telemetry=self._telemetry),
+            create_app(
+                self._runtime,
+                self._tokens,
+                telemetry=self._telemetry,
+                rate_limit=self._options.rate_limit,
+            ),
             host=options.host,
             port=options.port,
             log_level="warning",

@@ -49,7 +49,7 @@ from .events import Event, EventSink
 from .messages import ApplyResult, DeviceMessage, Rejection
 from .placement import Placement
 from .stores import StateStore
-from .telemetry import Point, TelemetrySink, points_from_message
+from .telemetry import ANOMALY_FLAG, ANOMALY_SCORE, Point, TelemetrySink, points_from_message
 
 __all__ = ["HostSettings", "QueryPage", "TwinHost", "desired_document"]
 
@@ -326,6 +326,7 @@ class TwinHost:
                 continue
             was_online = twin.online
             was_anomalous = twin.anomalous
+            was_scored = twin.scored
             try:
                 changed = twin.apply_message(msg[1], msg[2], now=now, ts=msg[3], protocol=msg[4])
             except TwinfleetError as err:
@@ -337,11 +338,15 @@ class TwinHost:
                 protocols.append(msg[4])
                 continue
             last_used[twin_id] = now
-            if history and msg[1] == "telemetry":
-                # History keeps every accepted reading, stale ones included.
-                ts = msg[3] if msg[3] is not None else msg[2].get("ts", now)
+            scored = twin.scored != was_scored
+            if history and (scored or msg[1] == "telemetry"):
                 # valid: the twin has just parsed it
-                self._points.extend(points_from_message(twin_id, msg[2], parse_timestamp(ts)))
+                when = parse_timestamp(msg[3] if msg[3] is not None else msg[2].get("ts", now))
+                if msg[1] == "telemetry":
+                    # History keeps every accepted reading, stale ones included.
+                    self._points.extend(points_from_message(twin_id, msg[2], when))
+                if scored:
+                    self._record_score(twin, was_anomalous, when)
             if changed:
                 applied += 1
                 dirty.add(twin_id)
@@ -366,6 +371,12 @@ class TwinHost:
                 applied + more.applied, stale + more.stale, (*rejected, *more.rejected)
             )
         return ApplyResult(applied, stale, tuple(rejected))
+
+    def _record_score(self, twin: Twin, was_anomalous: bool, when: float) -> None:
+        """Keep the model's verdict in history: every score, and each flip of the flag."""
+        self._points.append(Point(twin.id, ANOMALY_SCORE, when, float(twin.anomaly_score)))
+        if twin.anomalous != was_anomalous:
+            self._points.append(Point(twin.id, ANOMALY_FLAG, when, 1.0 if twin.anomalous else 0.0))
 
     async def apply_packed(
         self, blob: bytes, *, sender: str = "", seq: int = -1, first: int = 0

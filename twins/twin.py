@@ -80,6 +80,7 @@ class Twin:
         "protocol",
         "reported",
         "reported_ts",
+        "scored",
         "tags",
         "type",
         "updated",
@@ -118,6 +119,7 @@ class Twin:
         self.anomaly_score = 0.0
         self.anomalous = False
         self.anomaly_since: float | None = None
+        self.scored = 0  # readings its model has scored since activation (not saved)
         self._size_bound = _EMPTY_STATE_BYTES
         self.commands: dict[str, dict[str, Any]] | None = None  # by id, oldest first
         self.lifecycle = lifecycle
@@ -210,6 +212,7 @@ class Twin:
         if numeric and self.model is not None:
             score, anomalous, _ = self.model.update(numeric, ts)
             self._record_verdict(score, anomalous, ts)
+            self.scored += 1
         return accepted
 
     def _merge_checked(
@@ -498,6 +501,7 @@ class Twin:
         twin.anomaly_score, twin.anomalous, twin.anomaly_since = snap.get(
             "anomaly", (0.0, False, None)
         )
+        twin.scored = 0
         saved = snap.get("model")
         twin._size_bound = MAX_DOCUMENT_BYTES + 1  # unknown: measured on the first message
         twin.lifecycle = snap.get("lifecycle") or "active"

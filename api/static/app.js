@@ -412,15 +412,24 @@ async function twinPage(id) {
 
   async function loadTelemetry() {
     try {
-      const { body } = await api(`${path}/telemetry?limit=2000`);
+      const since = Date.now() / 1000 - 3600; // the last hour
+      const [{ body }, { body: anomalies }] = await Promise.all([
+        api(`${path}/telemetry?limit=5000&since=${since}`),
+        api(`${path}/anomalies?limit=5000&since=${since}`),
+      ]);
       const series = new Map();
       for (const p of body.items) {
         if (typeof p.value !== "number") continue;
         if (!series.has(p.metric)) series.set(p.metric, []);
         series.get(p.metric).push(p);
       }
+      if (anomalies.scores.length) {
+        series.set("anomaly score", anomalies.scores.map((p) => ({ ts: p.ts, value: p.score })));
+      }
       const chosen = metricSelect.value;
-      metricSelect.replaceChildren(...[...series.keys()].sort().map((m) => h("option", { value: m }, m)));
+      const names = [...series.keys()].filter((m) => m !== "anomaly score").sort();
+      if (series.has("anomaly score")) names.push("anomaly score"); // after the device's own
+      metricSelect.replaceChildren(...names.map((m) => h("option", { value: m }, m)));
       if (chosen && series.has(chosen)) metricSelect.value = chosen;
       drawChart(chart, series.get(metricSelect.value) || []);
       chartNote.textContent = series.size ? `${body.items.length} readings` : "No readings yet.";

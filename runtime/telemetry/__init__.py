@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from twinfleet.runtime.stores.sqlite import sqlite_path
 
-from .base import Point, TelemetrySink, points_from_message
+from .base import ANOMALY_FLAG, ANOMALY_SCORE, Point, TelemetrySink, points_from_message
 from .memory import MemoryTelemetrySink
 from .sqlite import SqliteTelemetrySink
 
 __all__ = [
+    "ANOMALY_FLAG",
+    "ANOMALY_SCORE",
     "MemoryTelemetrySink",
     "Point",
     "SqliteTelemetrySink",

@@ -6,7 +6,15 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
-__all__ = ["Point", "TelemetrySink", "check_bounds", "check_points", "points_from_message"]
+__all__ = [
+    "ANOMALY_FLAG",
+    "ANOMALY_SCORE",
+    "Point",
+    "TelemetrySink",
+    "check_bounds",
+    "check_points",
+    "points_from_message",
+]
 
 
 class Point(NamedTuple):
@@ -93,6 +101,12 @@ def check_bounds(since: float | None, until: float | None) -> tuple[float, float
     return low, high
 
 
+ANOMALY_SCORE = "$anomaly.score"
+"""The series of a twin's anomaly scores (one point per scored reading)."""
+ANOMALY_FLAG = "$anomaly.flag"
+"""1.0 where a twin became anomalous, 0.0 where it stopped: episodes are pairs of these."""
+
+
 def points_from_message(device_id: str, payload: Mapping[str, Any], ts: float) -> list[Point]:
     """The points of one telemetry payload measured at ``ts``, in payload order.
 
@@ -100,7 +114,8 @@ def points_from_message(device_id: str, payload: Mapping[str, Any], ts: float) -
     (flags such as ``motion`` or ``door_open`` are worth a history; the twin keeps the real
     boolean). Objects are flattened with dotted names (``{"gps": {"lat": 1}}`` gives
     ``gps.lat``). Strings, nulls, arrays, NaN, infinities, ints too large for a float and
-    non-string keys are skipped. The top-level ``ts`` key is the time, not a metric.
+    non-string keys are skipped. The top-level ``ts`` key is the time, not a metric; top-level
+    keys starting with ``$`` are reserved for the platform's series and skipped.
     """
     if not math.isfinite(ts):
         raise ValueError(f"telemetry time {ts!r} is not a finite number")
@@ -111,8 +126,8 @@ def points_from_message(device_id: str, payload: Mapping[str, Any], ts: float) -
     while stack:
         prefix, items = stack[-1]
         for key, value in items:
-            if not isinstance(key, str) or (not prefix and key == "ts"):
-                continue
+            if not isinstance(key, str) or (not prefix and (key == "ts" or key[:1] == "$")):
+                continue  # the time, and the platform's own series ("$anomaly.score")
             if isinstance(value, bool):
                 points.append(Point(device_id, prefix + key, ts, 1.0 if value else 0.0))
             elif isinstance(value, int | float):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -11,13 +12,14 @@ from pathlib import Path
 import httpx
 import pytest
 import uvicorn
+from starlette.types import ASGIApp
 
 from twinfleet import Runtime
 from twinfleet.api.app import create_app
 from twinfleet.api.auth import TokenStore
 from twinfleet.runtime import DeviceMessage, RuntimeSettings
 from twinfleet.runtime.stores import open_store
-from twinfleet.runtime.telemetry import open_telemetry
+from twinfleet.runtime.telemetry import TelemetrySink, open_telemetry
 
 T0 = 1_800_000_000.0
 
@@ -31,8 +33,12 @@ def free_port() -> int:
 class Served:
     """The API on a free port, its runtime, and tokens of every role."""
 
-    def __init__(self, runtime: Runtime, tokens: TokenStore, url: str) -> None:
+    def __init__(
+        self, runtime: Runtime, tokens: TokenStore, url: str, telemetry: TelemetrySink
+    ) -> None:
         self.runtime = runtime
+        self.store = tokens
+        self.telemetry = telemetry
         self.url = url
         self.tokens = {
             role: tokens.create(role)[1]
@@ -44,6 +50,23 @@ class Served:
         return httpx.Client(base_url=self.url, headers=headers, timeout=30)
 
 
+@contextlib.contextmanager
+def serving(app: ASGIApp) -> Iterator[str]:
+    """Serve ``app`` with uvicorn on a free port in a thread; yields its base URL."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     path: Path = tmp_path_factory.mktemp("api")
@@ -51,30 +74,16 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     history = f"sqlite:///{path}/telemetry.db"
     runtime = Runtime(store=url, settings=RuntimeSettings(hosts=2, telemetry=history))
     tokens = TokenStore(open_store(url))
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(runtime, tokens, telemetry=open_telemetry(history)),
-            host="127.0.0.1",
-            port=port,
-            log_level="warning",
+    app = create_app(runtime, tokens, telemetry=open_telemetry(history), rate_limit="100000/minute")
+    with serving(app) as base_url:
+        runtime.ingest(
+            DeviceMessage(
+                f"api-{i}", "telemetry", {"temperature": 20.0 + i}, T0, "test", "smart-sensor"
+            )
+            for i in range(5)
         )
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    runtime.ingest(
-        DeviceMessage(
-            f"api-{i}", "telemetry", {"temperature": 20.0 + i}, T0, "test", "smart-sensor"
-        )
-        for i in range(5)
-    )
-    runtime.flush()
-    try:
-        yield Served(runtime, tokens, f"http://127.0.0.1:{port}")
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        runtime.close()
+        runtime.flush()
+        try:
+            yield Served(runtime, tokens, base_url, open_telemetry(history))
+        finally:
+            runtime.close()

@@ -162,6 +162,8 @@ def test_dashboard_in_chromium(dashboard: Dashboard, browser: Any) -> None:
         expect(page.locator("#version")).to_have_text(f"version {version}")
         expect(page.locator("#reported")).to_contain_text('"temperature"')
         expect(page.locator("#metric")).to_have_value("temperature")
+        # The model's scores are a series of their own beside the readings.
+        expect(page.locator("#metric option[value='anomaly score']")).to_have_count(1)
         page.fill("#desired-editor", '{"interval": 7}')
         page.click("#send-patch")
         expect(page.locator("#editor-status")).to_contain_text(f"version {version + 1}")

@@ -8,6 +8,7 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -274,17 +275,27 @@ def test_a_host_process_dying_loses_no_acknowledged_write(store_url: str) -> Non
         for i in ids[:10]:
             rt.twin(i).patch_desired({"mode": "eco"})
         rt.persist()
-        victim = rt.stats()["hosts"][0]
-        os.kill(victim["pid"], signal.SIGKILL)
-        # Ray restarts the host; it activates its twins again from the store.
-        rt.ingest(telemetry(i, T0 + 1, temperature=2.0) for i in ids)
-        rt.flush()
-        assert rt.stats()["failed"] == 0
+        fleet = RuntimeFleet(rt)  # direct connections, opened before the host dies
+
+        async def read_all() -> list[dict[str, Any]]:
+            return [await fleet.call(i, "get", i) for i in ids]
+
+        with asyncio.Runner() as runner:
+            assert len(runner.run(read_all())) == len(ids)
+            victim = rt.stats()["hosts"][0]
+            os.kill(victim["pid"], signal.SIGKILL)
+            # Ray restarts the host; it activates its twins again from the store.
+            rt.ingest(telemetry(i, T0 + 1, temperature=2.0) for i in ids)
+            rt.flush()
+            assert rt.stats()["failed"] == 0
+            # The dead host's connection is gone: calls find the restarted host's endpoint.
+            direct = {d["id"]: d for d in runner.run(read_all())}
+            runner.run(fleet.close())
         for i in ids:
             doc = rt.twin(i).get()
-            assert doc["reported"]["temperature"] == 2.0
+            assert doc["reported"]["temperature"] == 2.0 == direct[i]["reported"]["temperature"]
             if i in ids[:10]:
-                assert doc["desired"] == {"mode": "eco"}
+                assert doc["desired"] == {"mode": "eco"} == direct[i]["desired"]
         assert rt.stats()["hosts"][0]["pid"] != victim["pid"]
 
 

@@ -1,0 +1,156 @@
+"""Direct host calls over TCP (``runtime/wire.py``), without Ray: a real loopback socket."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from twinfleet.runtime.wire import ConnectionLost, Endpoint, HostChannel, HostServer, RemoteError
+from twinfleet.twins import TwinNotFound, VersionConflict
+
+
+class Target:
+    """Stands in for a host: a few coroutines, one of them slow, one failing."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def echo(self, value: Any, *, twice: bool = False) -> Any:
+        self.calls += 1
+        return [value, value] if twice else value
+
+    async def slow(self, seconds: float) -> str:
+        await asyncio.sleep(seconds)
+        return "done"
+
+    async def conflict(self, twin_id: str) -> None:
+        raise VersionConflict(twin_id, 3, 5)
+
+    async def missing(self, twin_id: str) -> None:
+        raise TwinNotFound(twin_id)
+
+    async def broken(self) -> None:
+        raise KeyError("a bug")
+
+    async def secret(self) -> str:
+        return "never reachable: not in the method list"
+
+
+METHODS = ("echo", "slow", "conflict", "missing", "broken")
+
+
+async def served(target: Target) -> tuple[HostServer, HostChannel]:
+    server = HostServer(target, METHODS)
+    endpoint = await server.start("127.0.0.1")
+
+    async def resolve() -> Endpoint:
+        return endpoint
+
+    return server, HostChannel(resolve)
+
+
+async def test_calls_answer_and_run_concurrently() -> None:
+    server, channel = await served(Target())
+    try:
+        assert await channel.call("echo", {"a": [1, 2.5, None]}) == {"a": [1, 2.5, None]}
+        assert await channel.call("echo", "x", twice=True) == ["x", "x"]
+        # Many calls in flight on one connection; a slow one does not hold the others up.
+        slow = asyncio.ensure_future(channel.call("slow", 0.5))
+        results = await asyncio.wait_for(
+            asyncio.gather(*(channel.call("echo", i) for i in range(200))), timeout=0.4
+        )
+        assert results == list(range(200))
+        assert await slow == "done"
+    finally:
+        await channel.close()
+        await server.close()
+
+
+async def test_errors_come_back_as_their_own_types() -> None:
+    server, channel = await served(Target())
+    try:
+        with pytest.raises(VersionConflict) as conflict:
+            await channel.call("conflict", "pump-1")
+        assert (conflict.value.twin_id, conflict.value.expected, conflict.value.actual) == (
+            "pump-1",
+            3,
+            5,
+        )
+        assert conflict.value.code == "version_conflict"
+        assert conflict.value.field == "version"
+        with pytest.raises(TwinNotFound, match="pump-2"):
+            await channel.call("missing", "pump-2")
+        with pytest.raises(RemoteError, match="KeyError"):
+            await channel.call("broken")
+        with pytest.raises(RemoteError, match="no direct method 'secret'"):
+            await channel.call("secret")
+        assert await channel.call("echo", 1) == 1  # the connection survived all of that
+    finally:
+        await channel.close()
+        await server.close()
+
+
+async def test_a_wrong_key_is_refused() -> None:
+    target = Target()
+    server = HostServer(target, METHODS)
+    endpoint = await server.start("127.0.0.1")
+
+    async def resolve() -> Endpoint:
+        return Endpoint(endpoint.host, endpoint.port, "not-the-key")
+
+    channel = HostChannel(resolve, retries=1)
+    try:
+        with pytest.raises(ConnectionLost):
+            await channel.call("echo", 1)
+        assert target.calls == 0
+    finally:
+        await channel.close()
+        await server.close()
+
+
+async def test_a_restarted_host_is_found_again() -> None:
+    """The connection drops (host restarted on a new port): the call goes to the new one."""
+    target = Target()
+    first = HostServer(target, METHODS)
+    endpoints = [await first.start("127.0.0.1")]
+
+    async def resolve() -> Endpoint:
+        return endpoints[-1]
+
+    channel = HostChannel(resolve)
+    second = HostServer(target, METHODS)
+    try:
+        assert await channel.call("echo", "before") == "before"
+        await first.close()
+        endpoints.append(await second.start("127.0.0.1"))
+        assert endpoints[1].port != endpoints[0].port
+        assert await channel.call("echo", "after") == "after"
+    finally:
+        await channel.close()
+        await second.close()
+
+
+async def test_a_call_in_flight_when_the_connection_drops_is_sent_again() -> None:
+    target = Target()
+    server = HostServer(target, METHODS)
+    endpoint = await server.start("127.0.0.1")
+    resolved = 0
+
+    async def resolve() -> Endpoint:
+        nonlocal resolved
+        resolved += 1
+        return endpoint
+
+    channel = HostChannel(resolve)
+    try:
+        call = asyncio.ensure_future(channel.call("slow", 0.3))
+        await asyncio.sleep(0.1)
+        for writer in list(server._connections):  # noqa: SLF001 - cut the line under the call
+            writer.transport.abort()
+        assert await call == "done"
+        assert resolved == 2
+    finally:
+        await channel.close()
+        await server.close()
