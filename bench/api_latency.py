@@ -138,8 +138,8 @@ def main() -> None:
         store = open_store(url)
         tokens = TokenStore(store)
         _, token = tokens.create("admin")
-        direct = serve(create_app(runtime, tokens), args.port)
-        via_ray = serve(create_app(runtime, tokens, direct=False), args.port + 1)
+        direct = serve(create_app(runtime, tokens, rate_limit=None), args.port)
+        via_ray = serve(create_app(runtime, tokens, direct=False, rate_limit=None), args.port + 1)
         feeder = TelemetryFeeder.remote(runtime.view(), args.twins, args.telemetry_rate)
         time.sleep(3)  # telemetry flowing, hosts' first sweep done
         results = {

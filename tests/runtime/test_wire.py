@@ -147,7 +147,7 @@ async def test_a_call_in_flight_when_the_connection_drops_is_sent_again() -> Non
     try:
         call = asyncio.ensure_future(channel.call("slow", 0.3))
         await asyncio.sleep(0.1)
-        for writer in list(server._connections):  # noqa: SLF001 - cut the line under the call
+        for writer in list(server._connections):
             writer.transport.abort()
         assert await call == "done"
         assert resolved == 2
