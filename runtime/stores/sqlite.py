@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -75,7 +76,8 @@ class SqliteFile:
             self.path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
         )
         try:
-            self._conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
+            self._busy_ms = int(busy_timeout_s * 1000)
+            self._conn.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
             self._conn.execute("PRAGMA journal_mode = WAL")
             self._conn.execute(f"PRAGMA synchronous = {synchronous}")
             with self._write("create its tables") as conn:
@@ -85,12 +87,37 @@ class SqliteFile:
             self._conn.close()
             raise
 
+    def _begin(self) -> None:
+        """``BEGIN IMMEDIATE``, waiting for another process's write lock in short steps.
+
+        SQLite's own busy handler sleeps 1, 2, 5, 10 ... 100 ms between tries, so with several
+        hosts writing one file a waiting commit often slept long after the lock was free
+        (measured: PATCH p50 of seconds at 500/s). This polls every 0.2 ms for the first
+        50 ms, then leaves the rest of ``busy_timeout`` to SQLite.
+        """
+        conn = self._conn
+        conn.execute("PRAGMA busy_timeout = 0")
+        try:
+            deadline = time.monotonic() + 0.05
+            while True:
+                try:
+                    conn.execute("BEGIN IMMEDIATE")
+                    return
+                except sqlite3.OperationalError as err:
+                    busy = getattr(err, "sqlite_errorname", "SQLITE_BUSY") == "SQLITE_BUSY"
+                    if not busy or time.monotonic() > deadline:
+                        break
+                    time.sleep(0.0002)
+        finally:
+            conn.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
+        conn.execute("BEGIN IMMEDIATE")
+
     @contextmanager
     def _write(self, action: str) -> Iterator[sqlite3.Connection]:
         """One write transaction; SQLite's operational failures become ``StoreUnavailable``."""
         conn = self._conn
         try:
-            conn.execute("BEGIN IMMEDIATE")
+            self._begin()
             try:
                 yield conn
                 conn.execute("COMMIT")
@@ -129,11 +156,20 @@ class SqliteStore(SqliteFile):
         return found
 
     def save_many(self, snapshots: Sequence[Mapping[str, Any]]) -> None:
-        """Write many snapshots in one transaction."""
+        """Write many snapshots in one transaction, without waiting for the disk.
+
+        These are write-behind snapshots (reported and model state, which may lose the flush
+        window anyway): ``synchronous=NORMAL`` skips their fsync; the next durable commit's
+        fsync covers them too (WAL appends in order).
+        """
         rows = [(doc_id(s), encode(s)) for s in snapshots]
         if rows:
-            with self._write(f"save {len(rows)} snapshots") as conn:
-                conn.executemany(_UPSERT_TWIN, rows)
+            self._conn.execute("PRAGMA synchronous = NORMAL")
+            try:
+                with self._write(f"save {len(rows)} snapshots") as conn:
+                    conn.executemany(_UPSERT_TWIN, rows)
+            finally:
+                self._conn.execute("PRAGMA synchronous = FULL")
 
     def commit(
         self, snapshot: Mapping[str, Any], *, registry: Mapping[str, Any] | None = None
