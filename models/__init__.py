@@ -2,21 +2,48 @@
 
 from __future__ import annotations
 
-from .base import AnomalyModel, ModelRegistry, ModelSpec, Verdict
+from .base import (
+    ENTRY_POINT_GROUP,
+    AnomalyModel,
+    ModelRegistry,
+    ModelSpec,
+    Reading,
+    SelectedInputs,
+    TrainableModel,
+    Verdict,
+)
 from .ewma import EWMA_SPEC, EwmaParams, EwmaZScore
+from .robust import MAD_SPEC, MadParams, MadZScore
+from .stuck import STUCK_SPEC, StuckParams, StuckValue
 
 __all__ = [
+    "BUILT_IN",
+    "ENTRY_POINT_GROUP",
     "EWMA_SPEC",
+    "MAD_SPEC",
+    "STUCK_SPEC",
     "AnomalyModel",
     "EwmaParams",
     "EwmaZScore",
+    "MadParams",
+    "MadZScore",
     "ModelRegistry",
     "ModelSpec",
+    "Reading",
+    "SelectedInputs",
+    "StuckParams",
+    "StuckValue",
+    "TrainableModel",
     "Verdict",
     "default_registry",
 ]
 
+BUILT_IN = (EWMA_SPEC, MAD_SPEC, STUCK_SPEC)
 
-def default_registry() -> ModelRegistry:
-    """A new registry holding the built-in models."""
-    return ModelRegistry((EWMA_SPEC,))
+
+def default_registry(*, plugins: bool = True) -> ModelRegistry:
+    """A new registry holding the built-in models and (``plugins``) the installed ones."""
+    registry = ModelRegistry(BUILT_IN)
+    if plugins:
+        registry.load_plugins()
+    return registry

@@ -119,4 +119,5 @@ EWMA_SPEC = ModelSpec(
     create=EwmaZScore.create,
     restore=EwmaZScore.from_state,
     description="EWMA mean/variance z-score per metric",
+    params=asdict(_DEFAULT_PARAMS),
 )
