@@ -7,13 +7,16 @@ import sys
 from pathlib import Path
 
 import click
+from rich.console import Console
 
 from twinfleet.adapters.devices import DEFAULT_COAP_URL, DEFAULT_MQTT_URL, DeviceFleetOptions
 from twinfleet.adapters.mqtt import MqttSettings
 from twinfleet.api.ratelimit import RequestLimiter
+from twinfleet.twins import TwinfleetError
 
 from .commands import devices, tokens, twins
 from .edges import EdgeOptions
+from .evaluate import EvaluationOptions, run_evaluation
 from .simulate import run_simulate
 from .up import UpOptions, run_up
 
@@ -311,6 +314,69 @@ def simulate(  # noqa: PLR0917 - click passes options positionally
     summary = run_simulate(options, duration_s=duration)
     if as_json:
         click.echo(json.dumps(summary))
+
+
+@cli.command()
+@click.option("--devices", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option(
+    "--hours",
+    type=click.FloatRange(min=0, min_open=True),
+    default=6.0,
+    show_default=True,
+    help="Simulated time to replay.",
+)
+@click.option(
+    "--every",
+    "interval",
+    type=click.FloatRange(min=0, min_open=True),
+    default=10.0,
+    show_default=True,
+    help="Seconds between two readings of a device.",
+)
+@click.option(
+    "--anomaly-rate",
+    type=click.FloatRange(min=0, max=0.1, min_open=True),
+    default=0.002,
+    show_default=True,
+    help="Probability that a reading starts an anomaly.",
+)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--model",
+    "models",
+    multiple=True,
+    metavar="NAME",
+    help="A model to evaluate (repeatable; default: every installed model).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+def evaluate(  # noqa: PLR0917 - click passes options positionally
+    devices: int,
+    hours: float,
+    interval: float,
+    anomaly_rate: float,
+    seed: int,
+    models: tuple[str, ...],
+    as_json: bool,
+) -> None:
+    """Score anomaly models on the simulator's labelled spikes, drifts and stuck values.
+
+    Prints precision, recall and F1 per kind and family for each model (built-in or installed
+    from a plugin package), so a new model can be compared with the built-ins.
+    """
+    try:
+        options = EvaluationOptions(
+            devices=devices,
+            hours=hours,
+            interval_s=interval,
+            anomaly_rate=anomaly_rate,
+            seed=seed,
+            models=models,
+        )
+        figures = run_evaluation(options, console=Console(stderr=True) if as_json else None)
+    except (ValueError, TwinfleetError) as err:
+        raise click.UsageError(str(err)) from err
+    if as_json:
+        click.echo(json.dumps(figures))
 
 
 cli.add_command(twins)

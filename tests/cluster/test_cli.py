@@ -258,3 +258,35 @@ def test_up_with_an_external_broker_takes_devices_over_mqtt_and_coap(tmp_path: P
     assert summary["coap_in"] > 0
     protocols = {s["protocol"] for s in _snapshots(data_dir)}
     assert protocols == {"mqtt", "coap"}
+
+
+def test_evaluate_scores_every_installed_model(tmp_path: Path) -> None:
+    done = _run("evaluate", "--devices", "10", "--hours", "1", "--json", cwd=tmp_path, timeout=120)
+    assert done.returncode == 0, done.stderr
+    figures = json.loads(done.stdout)
+    assert figures["readings"] == 10 * 360
+    assert sum(figures["anomalies"].values()) > 0
+    assert {"ewma", "mad", "stuck"} <= set(figures["models"])
+    for model in figures["models"].values():
+        overall = model["overall"]
+        assert 0.0 <= overall["precision"] <= 1.0
+        for kind in ("spike", "drift", "stuck"):
+            assert overall[kind]["labelled"] == figures["anomalies"][kind]
+            assert 0 <= overall[kind]["found"] <= overall[kind]["labelled"]
+        assert set(model["families"]) <= {
+            "smart-sensor",
+            "industrial-controller",
+            "smart-meter",
+            "patient-monitor",
+            "vehicle-tracker",
+        }
+    # The stuck-value detector finds stuck values and raises no more alarms than the others.
+    stuck = figures["models"]["stuck"]["overall"]
+    assert stuck["spike"]["found"] == 0
+    assert "model stuck" in done.stderr  # the tables go to stderr with --json
+
+
+def test_evaluate_names_the_known_models_for_an_unknown_one(tmp_path: Path) -> None:
+    done = _run("evaluate", "--model", "nope", cwd=tmp_path, timeout=QUICK_TIMEOUT_S)
+    assert done.returncode == 2
+    assert "no anomaly model named 'nope' (known: ewma, mad, stuck)" in done.stderr
