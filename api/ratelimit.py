@@ -1,4 +1,4 @@
-"""Request rate limits per bearer token (the ``limits`` library, sliding window counters).
+"""Request rate limits per bearer token (the ``limits`` library, moving windows).
 
 Counters live in the API process (``memory://``) or in Redis (``redis://...``), where every
 API process of a cluster shares them.
@@ -11,7 +11,7 @@ import time
 
 from limits import RateLimitItem, parse
 from limits import storage as limit_storage
-from limits.aio.strategies import SlidingWindowCounterRateLimiter
+from limits.aio.strategies import MovingWindowRateLimiter
 
 from twinfleet.twins import TwinfleetError
 
@@ -43,7 +43,7 @@ class RequestLimiter:
             ) from None
         self.limit = limit
         scheme = storage_url if storage_url.startswith("async+") else f"async+{storage_url}"
-        self._limiter = SlidingWindowCounterRateLimiter(limit_storage.storage_from_string(scheme))
+        self._limiter = MovingWindowRateLimiter(limit_storage.storage_from_string(scheme))
 
     async def check(self, key: str) -> None:
         """Count one request for ``key``; :class:`RateLimited` once it is over the limit."""

@@ -76,6 +76,7 @@ class Twin:
         "last_seen",
         "lifecycle",
         "model",
+        "model_info",
         "online",
         "protocol",
         "reported",
@@ -120,6 +121,8 @@ class Twin:
         self.anomalous = False
         self.anomaly_since: float | None = None
         self.scored = 0  # readings its model has scored since activation (not saved)
+        # How the model was chosen: {"name", "version", "params", "source": default|family|twin}
+        self.model_info: dict[str, Any] | None = None
         self._size_bound = _EMPTY_STATE_BYTES
         self.commands: dict[str, dict[str, Any]] | None = None  # by id, oldest first
         self.lifecycle = lifecycle
@@ -268,9 +271,15 @@ class Twin:
         self._bump(now)
         return True
 
-    def set_model(self, model: ModelSlot | None, *, now: float) -> None:
-        """Give this twin another anomaly model (or none), forgetting the old verdict."""
+    def set_model(
+        self, model: ModelSlot | None, *, now: float, info: Mapping[str, Any] | None = None
+    ) -> None:
+        """Give this twin another anomaly model (or none), forgetting the old verdict.
+
+        ``info`` records how it was chosen (name, version, params, source).
+        """
         self.model = model
+        self.model_info = dict(info) if info is not None else None
         self.anomaly_score = 0.0
         self.anomalous = False
         self.anomaly_since = None
@@ -446,6 +455,8 @@ class Twin:
             "firmware": self.firmware(),
             "anomaly": {
                 "model": self.model.name if self.model is not None else None,
+                "version": (self.model_info or {}).get("version"),
+                "source": (self.model_info or {}).get("source"),
                 "score": self.anomaly_score,
                 "anomalous": self.anomalous,
                 "since": self.anomaly_since,
@@ -473,7 +484,7 @@ class Twin:
             "anomaly": [self.anomaly_score, self.anomalous, self.anomaly_since],
             "model": None
             if self.model is None
-            else {"name": self.model.name, "state": self.model.state()},
+            else {"name": self.model.name, "state": self.model.state(), "info": self.model_info},
             "commands": list(self.commands.values()) if self.commands else None,
             "lifecycle": self.lifecycle,
         }
@@ -512,6 +523,7 @@ class Twin:
             if saved and restore_model is not None
             else None
         )
+        twin.model_info = saved.get("info") if saved and twin.model is not None else None
         return twin
 
     def __repr__(self) -> str:

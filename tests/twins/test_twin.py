@@ -597,7 +597,8 @@ def test_document_has_exactly_the_contract_keys() -> None:
     }
     assert set(doc["connectivity"]) == {"online", "last_seen", "protocol"}
     assert set(doc["firmware"]) == {"current", "target", "status"}
-    assert set(doc["anomaly"]) == {"model", "score", "anomalous", "since"}
+    # the contract's four, and which version of the model scored it and how it was chosen
+    assert set(doc["anomaly"]) == {"model", "version", "source", "score", "anomalous", "since"}
 
 
 def test_document_of_a_new_twin() -> None:
@@ -608,7 +609,14 @@ def test_document_of_a_new_twin() -> None:
     assert doc["version"] == 0
     assert doc["connectivity"] == {"online": False, "last_seen": None, "protocol": None}
     assert doc["firmware"] == {"current": None, "target": None, "status": "unknown"}
-    assert doc["anomaly"] == {"model": None, "score": 0.0, "anomalous": False, "since": None}
+    assert doc["anomaly"] == {
+        "model": None,
+        "version": None,
+        "source": None,
+        "score": 0.0,
+        "anomalous": False,
+        "since": None,
+    }
     assert doc["metadata"]["created"] == T0
 
 

@@ -103,6 +103,8 @@ def test_twin_without_model_keeps_a_neutral_verdict() -> None:
     twin.apply_message("telemetry", {"t": 1e9}, now=T0)
     assert twin.document()["anomaly"] == {
         "model": None,
+        "version": None,
+        "source": None,
         "score": 0.0,
         "anomalous": False,
         "since": None,
@@ -118,6 +120,8 @@ def test_set_model_forgets_the_old_verdict() -> None:
 
     assert twin.document()["anomaly"] == {
         "model": "ewma",
+        "version": None,
+        "source": None,
         "score": 0.0,
         "anomalous": False,
         "since": None,
