@@ -431,6 +431,32 @@ class _Calls:
         return _Call("DELETE", f"{_API}/tokens/{quote(token_id, safe='')}", lambda _: None)
 
     @staticmethod
+    def models() -> _Call[dict[str, Any]]:
+        return _Call("GET", f"{_API}/models", _json)
+
+    @staticmethod
+    def model_assignments() -> _Call[list[dict[str, Any]]]:
+        return _Call("GET", f"{_API}/models/assignments", _items)
+
+    @staticmethod
+    def assign_model(
+        family: str, model: str | None, params: Mapping[str, Any] | None
+    ) -> _Call[Any]:
+        path = f"{_API}/models/assignments/{quote(family, safe='')}"
+        if model is None:
+            return _Call("DELETE", path, lambda _: None)
+        return _Call("PUT", path, _json, json={"model": model, "params": dict(params or {})})
+
+    @staticmethod
+    def set_twin_model(
+        twin_id: str, model: str | None, params: Mapping[str, Any] | None
+    ) -> _Call[dict[str, Any]]:
+        path = _twin_path(twin_id, "model")
+        if model is None:
+            return _Call("DELETE", path, _json)
+        return _Call("PUT", path, _json, json={"model": model, "params": dict(params or {})})
+
+    @staticmethod
     def register_device(
         device_id: str, device_type: str | None, tags: Mapping[str, Any] | None
     ) -> _Call[dict[str, Any]]:
@@ -722,6 +748,27 @@ class TwinClient:
         """Revoke a token."""
         self._send(_Calls.revoke_token(token_id))
 
+    def models(self) -> dict[str, Any]:
+        """``{"items": [model specs], "errors": {plugin: why it did not load}}``."""
+        return self._send(_Calls.models())
+
+    def model_assignments(self) -> list[dict[str, Any]]:
+        """``{"family", "model", "params"}`` of each family with an assigned model."""
+        return self._send(_Calls.model_assignments())
+
+    def assign_model(
+        self, family: str, model: str | None, params: Mapping[str, Any] | None = None
+    ) -> dict[str, Any] | None:
+        """Give a family's twins ``model`` (None: back to the built-in default)."""
+        result: dict[str, Any] | None = self._send(_Calls.assign_model(family, model, params))
+        return result
+
+    def set_twin_model(
+        self, twin_id: str, model: str | None, params: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Give one twin a model of its own (None: back to its family's); the twin."""
+        return self._send(_Calls.set_twin_model(twin_id, model, params))
+
     def register_device(
         self,
         device_id: str,
@@ -948,6 +995,27 @@ class AsyncTwinClient:
     async def revoke_token(self, token_id: str) -> None:
         """Revoke a token."""
         await self._send(_Calls.revoke_token(token_id))
+
+    async def models(self) -> dict[str, Any]:
+        """``{"items": [model specs], "errors": {plugin: why it did not load}}``."""
+        return await self._send(_Calls.models())
+
+    async def model_assignments(self) -> list[dict[str, Any]]:
+        """``{"family", "model", "params"}`` of each family with an assigned model."""
+        return await self._send(_Calls.model_assignments())
+
+    async def assign_model(
+        self, family: str, model: str | None, params: Mapping[str, Any] | None = None
+    ) -> dict[str, Any] | None:
+        """Give a family's twins ``model`` (None: back to the built-in default)."""
+        result: dict[str, Any] | None = await self._send(_Calls.assign_model(family, model, params))
+        return result
+
+    async def set_twin_model(
+        self, twin_id: str, model: str | None, params: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Give one twin a model of its own (None: back to its family's); the twin."""
+        return await self._send(_Calls.set_twin_model(twin_id, model, params))
 
     async def register_device(
         self,

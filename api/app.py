@@ -69,6 +69,13 @@ class DeviceIn(BaseModel):
     tags: dict[str, Any] = Field(default_factory=dict)
 
 
+class ModelIn(BaseModel):
+    """A model to assign, by name, with its parameters."""
+
+    model: str = Field(min_length=1, max_length=100)
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
 class TokenIn(BaseModel):
     """A token to create."""
 
@@ -393,6 +400,53 @@ def create_app(
         ("decommission", "decommissioned"),
     ):
         _lifecycle_route(api, runtime, action, state, allowed("devices:manage"))
+
+    @api.get("/models", tags=["models"], dependencies=[allowed("twins:read")])
+    async def list_models() -> dict[str, Any]:
+        """The anomaly models this platform knows, and plugins that failed to load."""
+        registry = runtime.models()
+        return {
+            "items": [spec.describe() for spec in registry.specs()],
+            "errors": dict(registry.plugin_errors),
+        }
+
+    @api.get("/models/assignments", tags=["models"], dependencies=[allowed("twins:read")])
+    async def model_assignments() -> dict[str, Any]:
+        """The model assigned to each family that has one (the others use their default)."""
+        return {"items": await asyncio.to_thread(runtime.model_assignments)}
+
+    @api.put(
+        "/models/assignments/{family}",
+        tags=["models"],
+        dependencies=[allowed("models:manage")],
+    )
+    async def assign_model(family: str, body: ModelIn) -> dict[str, Any]:
+        """Give every twin of ``family`` this model (twins with their own keep theirs)."""
+        assignment = await asyncio.to_thread(runtime.assign_model, family, body.model, body.params)
+        return assignment or {}
+
+    @api.delete(
+        "/models/assignments/{family}",
+        tags=["models"],
+        status_code=204,
+        dependencies=[allowed("models:manage")],
+    )
+    async def unassign_model(family: str) -> Response:
+        """Back to the family's built-in default model."""
+        await asyncio.to_thread(runtime.assign_model, family, None)
+        return Response(status_code=204)
+
+    @api.put("/twins/{twin_id}/model", tags=["models"], dependencies=[allowed("models:manage")])
+    async def set_twin_model(twin_id: str, body: ModelIn) -> Response:
+        """Give this twin a model of its own."""
+        validate_device_id(twin_id)
+        return _document(await fleet.call(twin_id, "set_model", twin_id, body.model, body.params))
+
+    @api.delete("/twins/{twin_id}/model", tags=["models"], dependencies=[allowed("models:manage")])
+    async def reset_twin_model(twin_id: str) -> Response:
+        """Back to the model of the twin's family."""
+        validate_device_id(twin_id)
+        return _document(await fleet.call(twin_id, "set_model", twin_id, None, None))
 
     @api.post("/tokens", tags=["tokens"], status_code=201, dependencies=[allowed("tokens:manage")])
     async def create_token(body: TokenIn) -> dict[str, Any]:

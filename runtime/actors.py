@@ -9,7 +9,7 @@ from typing import Any
 import ray
 
 from .events import Event, EventHub
-from .host import HostSettings, TwinHost
+from .host import MODEL_ASSIGNMENT, HostSettings, TwinHost
 from .stores import open_store
 from .telemetry import open_telemetry
 from .wire import Endpoint, HostServer
@@ -31,6 +31,7 @@ DIRECT_METHODS = frozenset(
         "device_offline",
         "register",
         "set_lifecycle",
+        "set_model",
     )
 )
 
@@ -57,12 +58,15 @@ class _RemoteTwinHost(TwinHost):
         hub: Any | None,
         telemetry_url: str | None = None,
     ) -> None:
+        store = open_store(store_url)
         super().__init__(
             host_id,
-            open_store(store_url),
+            store,
             settings=settings,
             events=_HubSink(hub) if hub is not None else None,
             telemetry=open_telemetry(telemetry_url) if telemetry_url else None,
+            # A restarted host reads the families' models again, as the runtime wrote them.
+            assignments={a["family"]: a for a in store.list_items(MODEL_ASSIGNMENT)},
         )
         self._server: HostServer | None = None
         self._server_lock = asyncio.Lock()

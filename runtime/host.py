@@ -41,7 +41,7 @@ from twinfleet.twins import (
     parse_timestamp,
     validate_device_id,
 )
-from twinfleet.twins.errors import StoreUnavailable, VersionConflict
+from twinfleet.twins.errors import InvalidPatch, StoreUnavailable, VersionConflict
 from twinfleet.twins.query import TwinSelector
 from twinfleet.twins.twin import ModelSlot
 
@@ -58,6 +58,7 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
+MODEL_ASSIGNMENT = "model-assignment"  # store items: family -> {"family", "model", "params"}
 _YIELD_EVERY = 128  # messages applied between two turns of the event loop
 _SWEEP_STEP = 5000  # twins swept between two turns of the event loop
 
@@ -114,8 +115,13 @@ class TwinHost:
         events: EventSink | None = None,
         telemetry: TelemetrySink | None = None,
         clock: Callable[[], float] = time.time,
+        assignments: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> None:
         self.host_id = host_id
+        # family -> {"model", "params"}: the model its twins get unless a twin has its own
+        self._assignments: dict[str, dict[str, Any]] = {
+            family: dict(a) for family, a in (assignments or {}).items()
+        }
         self._telemetry = telemetry
         self._points: list[Point] = []  # telemetry history waiting for the next flush
         self._events = events
@@ -228,18 +234,17 @@ class TwinHost:
                 for twin_id in chunk:
                     snap = snaps.get(twin_id)
                     if snap is not None:
-                        self._twins[twin_id] = Twin.from_snapshot(
-                            snap, restore_model=self._restore_model
-                        )
+                        twin = Twin.from_snapshot(snap, restore_model=self._restore_model)
+                        self._twins[twin_id] = twin
+                        # A model assigned while it slept: not a change anyone made to it.
+                        if self._reconcile_model(twin, now, bump=False):
+                            self._dirty.add(twin_id)
                         self._counters["activated"] += 1
                     elif create is not None and twin_id in create:
                         device_type = create[twin_id]
-                        self._twins[twin_id] = Twin(
-                            twin_id,
-                            device_type=device_type,
-                            model=self._default_model(device_type),
-                            now=now,
-                        )
+                        twin = Twin(twin_id, device_type=device_type, now=now)
+                        self._reconcile_model(twin, now, bump=False)
+                        self._twins[twin_id] = twin
                         self._dirty.add(twin_id)
                         self._counters["created"] += 1
                     else:
@@ -253,13 +258,98 @@ class TwinHost:
     def _on_deactivate(self, twin: Twin) -> None:
         """Hook: a twin is about to be dropped from memory (already snapshotted)."""
 
-    def _default_model(self, device_type: str | None) -> ModelSlot | None:
-        name = family_for(device_type).default_model
+    def _chosen_model(self, twin: Twin) -> dict[str, Any]:
+        """``{"name", "params", "source"}`` of the model ``twin`` should have now."""
+        info = twin.model_info
+        if info is not None and info.get("source") == "twin":
+            return {"name": info["name"], "params": info.get("params") or {}, "source": "twin"}
+        assigned = self._assignments.get(twin.family.name)
+        if assigned is not None:
+            return {
+                "name": assigned["model"],
+                "params": assigned.get("params") or {},
+                "source": "family",
+            }
+        return {"name": twin.family.default_model, "params": {}, "source": "default"}
+
+    def _reconcile_model(self, twin: Twin, now: float, *, bump: bool = True) -> bool:
+        """Give ``twin`` the model chosen for it if it has another; whether it changed.
+
+        A twin keeps its model (and what it learnt) while name, parameters and version stay
+        the same; a change of assignment or an upgraded plugin starts a fresh one.
+        """
+        chosen = self._chosen_model(twin)
+        name, params = chosen["name"], chosen["params"]
         try:
-            return self._models.create(name)
+            version = self._models.spec(name).version
         except UnknownModel:
-            log.warning("host %s: default model %r is unknown; twin has none", self.host_id, name)
-            return None
+            if chosen["source"] == "default" or twin.model_info is None:
+                log.warning("host %s: model %r is unknown; twin has none", self.host_id, name)
+                if twin.model is None:
+                    return False
+                twin.set_model(None, now=now, bump=bump)
+                return True
+            # An assigned model that this host cannot make (plugin missing here): keep the old.
+            log.warning("host %s: assigned model %r is unknown here", self.host_id, name)
+            return False
+        info = {**chosen, "version": version}
+        current = twin.model_info
+        if (
+            twin.model is not None
+            and current is not None
+            and all(current.get(k) == info[k] for k in ("name", "params", "version"))
+        ):
+            if current.get("source") != info["source"]:
+                twin.model_info = info  # same model, now by another rule: keep what it learnt
+            return False
+        legacy = twin.model is not None and current is None and info["source"] == "default"
+        if legacy and twin.model is not None and twin.model.name == name and not params:
+            twin.model_info = info  # a snapshot from before models were versioned
+            return False
+        twin.set_model(self._models.create(name, params), now=now, info=info, bump=bump)
+        return True
+
+    async def set_family_model(self, family: str, assignment: Mapping[str, Any] | None) -> int:
+        """Assign ``{"model", "params"}`` to a family (None: back to its built-in default).
+
+        Active twins of the family without a model of their own switch now; the others when
+        they are next activated. Returns how many switched.
+        """
+        self._ensure_started()
+        if assignment is None:
+            self._assignments.pop(family, None)
+        else:
+            self._assignments[family] = dict(assignment)
+        now = self._clock()
+        changed = 0
+        for twin in list(self._twins.values()):
+            if twin.family.name == family and self._reconcile_model(twin, now):
+                self._dirty.add(twin.id)
+                changed += 1
+        return changed
+
+    async def set_model(
+        self, twin_id: str, model: str | None, params: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Give one twin a model of its own (``model`` None: back to its family's), durably."""
+        if model is not None:
+            try:
+                self._models.create(model, params or {})  # refuse bad names and params now
+            except ValueError as err:
+                raise InvalidPatch(
+                    f"parameters of model {model!r}: {err}", field="params"
+                ) from None
+
+        def change(twin: Twin, now: float) -> bool:
+            twin.model_info = (
+                None
+                if model is None
+                else {"name": model, "params": dict(params or {}), "source": "twin"}
+            )
+            return self._reconcile_model(twin, now) or True
+
+        doc: dict[str, Any] = await self._write(twin_id, change)
+        return doc
 
     def _restore_model(self, name: str, state: Mapping[str, Any]) -> ModelSlot:
         try:
@@ -669,7 +759,7 @@ class TwinHost:
             if device_type and device_type != twin.type:
                 twin.type = device_type
                 twin.family = family_for(device_type)
-                twin.set_model(self._default_model(device_type), now=now)
+                self._reconcile_model(twin, now)
                 changed = True
             tags = entry.get("tags")
             if tags:
@@ -737,7 +827,15 @@ class TwinHost:
             now = self._clock()
             self._last_used[twin_id] = now
             version, updated = twin.version, twin.updated
-            undo = (twin.desired, twin.desired_ts, twin.tags, twin.type, twin.family, twin.model)
+            undo = (
+                twin.desired,
+                twin.desired_ts,
+                twin.tags,
+                twin.type,
+                twin.family,
+                twin.model,
+                twin.model_info,
+            )
             commands = copy.deepcopy(twin.commands)  # records change in place
             if not change(twin, now) and not created and registry is None:
                 return answer(twin)
@@ -758,6 +856,7 @@ class TwinHost:
                         twin.type,
                         twin.family,
                         twin.model,
+                        twin.model_info,
                     ) = undo
                     twin.commands = commands
                     if twin.version == version + bumped:  # no device message meanwhile

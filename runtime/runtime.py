@@ -16,14 +16,15 @@ from typing import Any, Literal, NamedTuple
 import ray
 from ray.exceptions import RayTaskError
 
-from twinfleet.twins import TwinFilter, TwinfleetError, validate_device_id
+from twinfleet.models import ModelRegistry, default_registry
+from twinfleet.twins import FAMILIES, TwinFilter, TwinfleetError, validate_device_id
 from twinfleet.twins.errors import InvalidPatch
 from twinfleet.twins.query import TwinSelector
 
 from .actors import spawn_host, spawn_hub
 from .client import FleetView, split
 from .events import Event
-from .host import HostSettings, QueryPage
+from .host import MODEL_ASSIGNMENT, HostSettings, QueryPage
 from .messages import DeviceMessage, IngestResult
 from .placement import Placement
 from .router import Router, RouterSettings
@@ -111,6 +112,7 @@ class Runtime:
         self.settings = settings or RuntimeSettings()
         self.store_url = resolve_store_url(store)
         self._store: StateStore = open_store(self.store_url)
+        self._models: ModelRegistry | None = None
         self._started_ray = False
         if not ray.is_initialized():
             options: dict[str, Any] = {
@@ -277,6 +279,50 @@ class Runtime:
     def devices(self, *, after: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         """Registry entries in id order, starting after id ``after``."""
         return self._store.list_registry(after=after, limit=limit)
+
+    # -- anomaly models ---------------------------------------------------------------------
+
+    def models(self) -> ModelRegistry:
+        """The models this process knows (built-ins and installed plugins)."""
+        if self._models is None:
+            self._models = default_registry()
+        return self._models
+
+    def model_assignments(self) -> list[dict[str, Any]]:
+        """The model assigned to each family that has one: ``{"family", "model", "params"}``."""
+        return self._store.list_items(MODEL_ASSIGNMENT)
+
+    def assign_model(
+        self, family: str, model: str | None, params: Mapping[str, Any] | None = None
+    ) -> dict[str, Any] | None:
+        """Give every twin of ``family`` the model ``model`` (None: its built-in default).
+
+        Twins with a model of their own keep it. The assignment is durable; every host takes
+        it now (active twins switch, sleeping ones when they wake). Returns the assignment.
+        """
+        if family not in FAMILIES:
+            known = ", ".join(sorted(FAMILIES))
+            raise InvalidPatch(f"no device family {family!r} (known: {known})", field="family")
+        assignment: dict[str, Any] | None = None
+        if model is None:
+            self._store.delete_item(MODEL_ASSIGNMENT, family)
+        else:
+            try:
+                self.models().create(model, params or {})  # refuse bad names and params now
+            except ValueError as err:
+                message = f"parameters of model {model!r}: {err}"
+                raise InvalidPatch(message, field="params") from None
+            assignment = {"family": family, "model": model, "params": dict(params or {})}
+            self._store.put_item(MODEL_ASSIGNMENT, family, assignment)
+        ray.get([h.set_family_model.remote(family, assignment) for h in self._all_hosts()])
+        return assignment
+
+    def set_twin_model(
+        self, twin_id: str, model: str | None, params: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Give one twin a model of its own (None: back to its family's); the twin document."""
+        doc: dict[str, Any] = self._call(twin_id, "set_model", twin_id, model, params)
+        return doc
 
     def set_lifecycle(self, device_id: str, state: str) -> dict[str, Any]:
         """Suspend (``suspended``), resume (``active``) or retire (``decommissioned``) a device;

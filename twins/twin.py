@@ -272,18 +272,25 @@ class Twin:
         return True
 
     def set_model(
-        self, model: ModelSlot | None, *, now: float, info: Mapping[str, Any] | None = None
+        self,
+        model: ModelSlot | None,
+        *,
+        now: float,
+        info: Mapping[str, Any] | None = None,
+        bump: bool = True,
     ) -> None:
         """Give this twin another anomaly model (or none), forgetting the old verdict.
 
-        ``info`` records how it was chosen (name, version, params, source).
+        ``info`` records how it was chosen (name, version, params, source); ``bump=False`` for
+        a twin being created (its first version already includes the model).
         """
         self.model = model
         self.model_info = dict(info) if info is not None else None
         self.anomaly_score = 0.0
         self.anomalous = False
         self.anomaly_since = None
-        self._bump(now)
+        if bump:
+            self._bump(now)
 
     def mark_offline(self, *, now: float) -> bool:
         """Count this twin as offline (silence or a last will); return whether that is news."""

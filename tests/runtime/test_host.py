@@ -19,10 +19,12 @@ from twinfleet.runtime.stores import MemoryStore, StateStore
 from twinfleet.runtime.stores.base import Change
 from twinfleet.twins import (
     InvalidDeviceId,
+    InvalidPatch,
     StoreUnavailable,
     Twin,
     TwinFilter,
     TwinNotFound,
+    UnknownModel,
     VersionConflict,
 )
 
@@ -319,7 +321,15 @@ async def test_get_activates_a_stored_twin(host: TwinHost, store: RecordingStore
     stored.patch_desired({"interval": 10}, now=T0 - 50)
     store.save_many([stored.snapshot()])
     doc = await host.get("s-9")
-    assert doc == stored.document()
+    expected = stored.document()
+    # Stored without a model: it gets its family's default as it wakes (not a new version).
+    assert doc["anomaly"] == {
+        **expected["anomaly"],
+        "model": "ewma",
+        "version": "1",
+        "source": "default",
+    }
+    assert {**doc, "anomaly": None} == {**expected, "anomaly": None}
     assert host.active_ids() == ["s-9"]
 
 
@@ -674,6 +684,7 @@ async def test_passivated_twin_keeps_its_model_state(
     host = TwinHost("h", store, settings=settings, clock=clock)
     # the same readings into a twin that never leaves memory
     ref = Twin("ref", device_type="smart-sensor", model=default_registry().create("ewma"), now=T0)
+    ref.model_info = {"name": "ewma", "params": {}, "source": "default", "version": "1"}
     try:
         for i in range(30):
             clock.advance(1)
@@ -973,3 +984,66 @@ def test_settings_are_validated() -> None:
 
 def test_the_store_fake_is_a_state_store() -> None:
     assert isinstance(RecordingStore(), StateStore)
+
+
+# -- model assignment ---------------------------------------------------------------------------
+
+
+async def test_a_family_assignment_switches_its_twins_but_not_those_with_their_own(
+    host: TwinHost, store: RecordingStore, clock: FakeClock
+) -> None:
+    await host.apply(
+        [
+            tele("m-1", device_type="smart-meter", power=1.0),
+            tele("m-2", device_type="smart-meter", power=1.0),
+            tele("s-1", device_type="smart-sensor", temperature=20.0),
+        ]
+    )
+    own = await host.set_model("m-2", "mad", {"window": 10, "warmup": 5})
+    assert own["anomaly"]["model"] == "mad"
+    assert own["anomaly"]["source"] == "twin"
+    assert store.commits[-1][0] == "m-2"  # durable before the answer
+
+    assert await host.set_family_model("smart-meter", {"model": "stuck", "params": {}}) == 1
+    meter = await host.get("m-1")
+    assert (meter["anomaly"]["model"], meter["anomaly"]["source"]) == ("stuck", "family")
+    assert (await host.get("m-2"))["anomaly"]["model"] == "mad"  # its own stays
+    assert (await host.get("s-1"))["anomaly"]["model"] == "ewma"  # another family
+
+    # New twins of the family get it too; back to the built-in default when unassigned.
+    await host.apply([tele("m-3", device_type="smart-meter", power=2.0)])
+    assert (await host.get("m-3"))["anomaly"]["model"] == "stuck"
+    assert await host.set_family_model("smart-meter", None) == 2
+    assert (await host.get("m-1"))["anomaly"]["source"] == "default"
+    back = await host.set_model("m-2", None)
+    assert (back["anomaly"]["model"], back["anomaly"]["source"]) == ("ewma", "default")
+
+
+async def test_a_sleeping_twin_wakes_up_with_the_model_assigned_meanwhile(
+    ray_stays_down: None, store: RecordingStore, clock: FakeClock
+) -> None:
+    first = TwinHost("h", store, settings=QUIET, clock=clock)
+    await first.apply([tele("m-1", device_type="smart-meter", power=1.0)])
+    await first.stop()
+    second = TwinHost(
+        "h",
+        store,
+        settings=QUIET,
+        clock=clock,
+        assignments={"smart-meter": {"model": "mad", "params": {"threshold": 8}}},
+    )
+    doc = await second.get("m-1")
+    assert (doc["anomaly"]["model"], doc["anomaly"]["source"]) == ("mad", "family")
+    await second.stop()
+    saved = store.stored("m-1")
+    assert saved is not None
+    assert saved["model"]["info"]["params"] == {"threshold": 8}
+
+
+async def test_bad_model_assignments_are_refused(host: TwinHost) -> None:
+    await host.apply([tele("m-1", device_type="smart-meter", power=1.0)])
+    with pytest.raises(UnknownModel, match="known: ewma, mad, stuck"):
+        await host.set_model("m-1", "nope")
+    with pytest.raises(InvalidPatch, match="unknown mad parameters: nope"):
+        await host.set_model("m-1", "mad", {"nope": 1})
+    assert (await host.get("m-1"))["anomaly"]["model"] == "ewma"

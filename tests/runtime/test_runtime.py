@@ -333,3 +333,25 @@ def test_a_command_for_a_silent_device_waits_queued(runtime: Runtime) -> None:
     record = runtime.send_command("cmd-2", "reboot", timeout_s=0.1, ttl_s=600)
     assert record["status"] == "queued"
     assert record["expires_at"] == pytest.approx(record["created"] + 600)
+
+
+def test_a_family_model_assignment_survives_a_restart(store_url: str) -> None:
+    with Runtime(store=store_url) as rt:
+        rt.ingest([telemetry("asg-1", T0, temperature=1.0)])
+        rt.flush()
+        assert rt.assign_model("smart-sensor", "stuck", {"repeats": 3}) == {
+            "family": "smart-sensor",
+            "model": "stuck",
+            "params": {"repeats": 3},
+        }
+        assert rt.twin("asg-1").get()["anomaly"]["model"] == "stuck"
+    with Runtime(store=store_url) as rt:
+        assert rt.model_assignments() == [
+            {"family": "smart-sensor", "model": "stuck", "params": {"repeats": 3}}
+        ]
+        rt.ingest([telemetry("asg-2", T0, temperature=1.0)])
+        rt.flush()
+        for twin_id in ("asg-1", "asg-2"):  # woken from the store, and new
+            anomaly = rt.twin(twin_id).get()["anomaly"]
+            assert (anomaly["model"], anomaly["source"]) == ("stuck", "family")
+        rt.assign_model("smart-sensor", None)
