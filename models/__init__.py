@@ -12,17 +12,20 @@ from .base import (
     TrainableModel,
     Verdict,
 )
+from .combined import COMBINED_SPEC, Combined
 from .ewma import EWMA_SPEC, EwmaParams, EwmaZScore
 from .robust import MAD_SPEC, MadParams, MadZScore
 from .stuck import STUCK_SPEC, StuckParams, StuckValue
 
 __all__ = [
     "BUILT_IN",
+    "COMBINED_SPEC",
     "ENTRY_POINT_GROUP",
     "EWMA_SPEC",
     "MAD_SPEC",
     "STUCK_SPEC",
     "AnomalyModel",
+    "Combined",
     "EwmaParams",
     "EwmaZScore",
     "MadParams",
@@ -38,7 +41,7 @@ __all__ = [
     "default_registry",
 ]
 
-BUILT_IN = (EWMA_SPEC, MAD_SPEC, STUCK_SPEC)
+BUILT_IN = (COMBINED_SPEC, EWMA_SPEC, MAD_SPEC, STUCK_SPEC)
 
 
 def default_registry(*, plugins: bool = True) -> ModelRegistry:

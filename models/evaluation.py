@@ -3,9 +3,10 @@
 Event-based, as operators see alarms: a labelled anomaly is *found* when the model calls a
 reading of that device anomalous inside the anomaly's window (a spike: its reading or the next;
 a drift: the first ``drift_horizon`` readings after the shift; a stuck value: while it lasts).
-Anomalous readings outside every window are *false alarms*, counted once per run of consecutive
-readings. Recall is per kind (found / labelled); precision is per model and family (found /
-(found + false alarms)), since a false alarm has no kind; F1 per kind combines the two.
+A run of consecutive anomalous readings is one alarm: it is a *false alarm* if it began outside
+every window (a run that began on an anomaly and outlasts its window is still that anomaly's).
+Recall is per kind (found / labelled); precision is per model and family (found / (found +
+false alarms)), since a false alarm has no kind; F1 per kind combines the two.
 """
 
 from __future__ import annotations
@@ -130,10 +131,9 @@ def evaluate(
         hits = [i for start, end, i in windows.get(device, ()) if start <= ts <= end]
         if hits:
             found.update(hits)
-            raising[device] = False
         elif not raising.get(device):
-            score.false_alarms += 1
-            raising[device] = True
+            score.false_alarms += 1  # a run of alarms that began outside every window
+        raising[device] = True  # later readings of this run continue the same alarm
     for index, label in enumerate(labels):
         of = family_of.get(label.device_id)
         if of is None or label.kind not in KINDS:

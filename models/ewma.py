@@ -21,7 +21,7 @@ class EwmaParams:
     """Parameters of :class:`EwmaZScore`."""
 
     alpha: float = 0.05
-    threshold: float = 4.0
+    threshold: float = 5.0
     warmup: int = 20
     min_std: float = 1e-3
 

@@ -289,4 +289,4 @@ def test_evaluate_scores_every_installed_model(tmp_path: Path) -> None:
 def test_evaluate_names_the_known_models_for_an_unknown_one(tmp_path: Path) -> None:
     done = _run("evaluate", "--model", "nope", cwd=tmp_path, timeout=QUICK_TIMEOUT_S)
     assert done.returncode == 2
-    assert "no anomaly model named 'nope' (known: ewma, mad, stuck)" in done.stderr
+    assert "no anomaly model named 'nope' (known: combined, ewma, mad, stuck)" in done.stderr

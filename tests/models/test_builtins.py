@@ -55,7 +55,7 @@ def test_stuck_flags_a_frozen_metric_and_not_a_slow_counter() -> None:
     assert again.state() == model.state()
 
 
-@pytest.mark.parametrize("name", ["ewma", "mad", "stuck"])
+@pytest.mark.parametrize("name", ["combined", "ewma", "mad", "stuck"])
 def test_unknown_parameters_are_refused(name: str) -> None:
     with pytest.raises(ValueError, match="unknown"):
         default_registry(plugins=False).create(name, {"nope": 1})
@@ -73,3 +73,17 @@ def test_unknown_parameters_are_refused(name: str) -> None:
 def test_bad_parameter_values_are_refused(name: str, params: dict[str, int], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         default_registry(plugins=False).create(name, params)
+
+
+def test_combined_finds_both_a_spike_and_a_frozen_metric() -> None:
+    model = default_registry(plugins=False).create("combined", {"stuck": {"repeats": 5}})
+    series = noisy(300, seed=4)
+    series[150] = 40.0  # a spike
+    for i in range(220, 240):
+        series[i] = 20.3  # frozen
+    flagged = [i for i, x in enumerate(series) if model.update({"t": x}, float(i)).anomalous]
+    assert flagged[0] == 150
+    assert all(i == 150 or 220 <= i < 240 for i in flagged)
+    assert any(224 <= i < 240 for i in flagged)
+    again = default_registry(plugins=False).restore("combined", model.state())
+    assert again.state() == model.state()

@@ -74,7 +74,7 @@ def test_an_installed_plugin_is_registered_with_its_declared_inputs(site: Path) 
         site, "tf-plugin-level", "tf_plugin_level", MODULE, {"level": "tf_plugin_level:LEVEL_SPEC"}
     )
     registry = default_registry()
-    assert list(registry) == ["ewma", "level", "mad", "stuck"]
+    assert list(registry) == ["combined", "ewma", "level", "mad", "stuck"]
     assert registry.plugin_errors == {}
     spec = registry.spec("level")
     assert spec.describe() == {
