@@ -63,3 +63,21 @@ def test_models_are_listed_and_assigned_to_families_and_twins(served: Served) ->
             scientist.set_twin_model("mdl-1", "mad", {"nope": 1})
         with pytest.raises(InvalidRequest, match="no device family 'toaster'"):
             scientist.assign_model("toaster", "mad")
+
+
+def test_a_model_from_an_installed_package_is_assigned_and_scores(served: Served) -> None:
+    """``twinfleet-level`` (tests/plugins, installed by the test command), by its entry point."""
+    served.runtime.ingest([meter("mdl-9", 0)])
+    served.runtime.flush()
+    with TwinClient(served.url, served.tokens["data-scientist"]) as scientist:
+        level = next(m for m in scientist.models()["items"] if m["name"] == "level")
+        assert (level["version"], level["params"]) == ("1.0.0", {"limit": 100.0})
+        twin = scientist.set_twin_model("mdl-9", "level", {"limit": 5})
+        assert twin["anomaly"]["model"] == "level"
+        assert (twin["anomaly"]["version"], twin["anomaly"]["source"]) == ("1.0.0", "twin")
+        served.runtime.ingest([meter("mdl-9", 9)])  # power 10.0 > 5
+        served.runtime.flush()
+        anomaly = scientist.twin("mdl-9")["anomaly"]
+        assert anomaly["anomalous"] is True
+        assert anomaly["score"] == 2.0
+        assert anomaly["since"] == T0 + 9
