@@ -14,7 +14,7 @@ from twinfleet.adapters.mqtt import MqttSettings
 from twinfleet.api.ratelimit import RequestLimiter
 from twinfleet.twins import TwinfleetError
 
-from .commands import devices, tokens, twins
+from .commands import devices, models, tokens, twins
 from .edges import EdgeOptions
 from .evaluate import EvaluationOptions, run_evaluation
 from .simulate import run_simulate
@@ -382,6 +382,7 @@ def evaluate(  # noqa: PLR0917 - click passes options positionally
 cli.add_command(twins)
 cli.add_command(devices)
 cli.add_command(tokens)
+cli.add_command(models)
 
 
 def main() -> None:

@@ -36,7 +36,7 @@ from twinfleet.client import (
     Unauthorized,
 )
 
-__all__ = ["EXIT_CODES", "devices", "tokens", "twins"]
+__all__ = ["EXIT_CODES", "devices", "models", "tokens", "twins"]
 
 OK, FAILED, USAGE, ACCEPTED, NOT_FOUND, AUTH, CONFLICT, UNAVAILABLE = 0, 1, 2, 3, 4, 5, 6, 7
 
@@ -451,3 +451,74 @@ def tokens_revoke(conn: Connection, token_id: str) -> None:
     with conn.client() as fleet:
         fleet.revoke_token(token_id)
     conn.show({"revoked": token_id}, lambda: click.echo(f"revoked {token_id}"))
+
+
+# -- models -------------------------------------------------------------------------------------
+
+
+@click.group(epilog=EXIT_CODES)
+def models() -> None:
+    """List anomaly models and assign them to device families or twins."""
+
+
+@models.command("list")
+@_platform
+def models_list(conn: Connection) -> None:
+    """The installed models, and the model assigned to each family."""
+    with conn.client() as fleet:
+        listed = fleet.models()
+        assigned = fleet.model_assignments()
+    by_model: dict[str, list[str]] = {}
+    for item in assigned:
+        by_model.setdefault(item["model"], []).append(item["family"])
+    columns = ("model", "version", "parameters", "assigned to", "description")
+    rows = [
+        (
+            m["name"],
+            m["version"],
+            json.dumps(m["params"]),
+            ", ".join(by_model.get(m["name"], [])),
+            m["description"],
+        )
+        for m in listed["items"]
+    ]
+
+    def human() -> None:
+        _table(f"{len(rows)} models", columns, rows)
+        for plugin, why in listed["errors"].items():
+            click.echo(f"plugin {plugin} not loaded: {why}", err=True)
+
+    conn.show({**listed, "assignments": assigned}, human)
+
+
+@models.command("assign")
+@click.argument("family")
+@click.argument("model")
+@click.option("--params", default="{}", metavar="JSON", help="The model's parameters.")
+@_platform
+def models_assign(conn: Connection, family: str, model: str, params: str) -> None:
+    """Give every twin of FAMILY the model MODEL ('default' for the built-in default)."""
+    values = _json_object(params, "--params")
+    with conn.client() as fleet:
+        result = fleet.assign_model(family, None if model == "default" else model, values)
+    conn.show(
+        result or {"family": family, "model": None},
+        lambda: click.echo(f"{family}: {model} {json.dumps(values) if values else ''}".rstrip()),
+    )
+
+
+@models.command("set")
+@click.argument("twin_id")
+@click.argument("model")
+@click.option("--params", default="{}", metavar="JSON", help="The model's parameters.")
+@_platform
+def models_set(conn: Connection, twin_id: str, model: str, params: str) -> None:
+    """Give one twin the model MODEL of its own ('family' to follow its family again)."""
+    values = _json_object(params, "--params")
+    with conn.client() as fleet:
+        doc = fleet.set_twin_model(twin_id, None if model == "family" else model, values)
+    anomaly = doc["anomaly"]
+    conn.show(
+        doc,
+        lambda: click.echo(f"{twin_id}: {anomaly['model']} ({anomaly['source']})"),
+    )

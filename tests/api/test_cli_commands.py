@@ -13,8 +13,9 @@ from click.testing import CliRunner, Result
 
 from twinfleet.client import TwinClient
 from twinfleet.cluster.cli import cli
+from twinfleet.runtime import DeviceMessage
 
-from .conftest import free_port
+from .conftest import T0, free_port
 
 Served = Any  # the fixture's class lives in conftest.py
 
@@ -178,3 +179,40 @@ def test_watch_receives_a_desired_event(served: Served) -> None:
     event = json.loads(results[0].stdout.splitlines()[0])
     assert (event["type"], event["twin_id"]) == ("desired", "api-4")
     assert results[0].exit_code == 0
+
+
+def test_models(served: Served) -> None:
+    served.runtime.ingest(
+        [DeviceMessage("cli-m-1", "telemetry", {"spo2": 97.0}, T0, "test", "patient-monitor")]
+    )
+    served.runtime.flush()
+    listed = run(served, "models", "list", "--json", role="viewer")
+    assert listed.exit_code == 0
+    assert {"combined", "ewma", "mad", "stuck"} <= {
+        m["name"] for m in json.loads(listed.output)["items"]
+    }
+    denied = run(served, "models", "assign", "patient-monitor", "stuck", role="viewer")
+    assert denied.exit_code != 0
+    done = run(
+        served,
+        "models",
+        "assign",
+        "patient-monitor",
+        "combined",
+        "--params",
+        '{"stuck": {"repeats": 4}}',
+        role="data-scientist",
+    )
+    assert done.exit_code == 0, done.output
+    assert "patient-monitor: combined" in done.output
+    table = run(served, "models", "list", role="viewer")
+    assert "patient-monitor" in table.output
+    own = run(served, "models", "set", "cli-m-1", "mad", "--json", role="data-scientist")
+    assert json.loads(own.output)["anomaly"]["source"] == "twin"
+    back = run(served, "models", "set", "cli-m-1", "family", role="data-scientist")
+    assert "cli-m-1: combined (family)" in back.output
+    reset = run(served, "models", "assign", "patient-monitor", "default", role="admin")
+    assert reset.exit_code == 0
+    bad = run(served, "models", "assign", "patient-monitor", "nope", role="admin")
+    assert bad.exit_code != 0
+    assert "no anomaly model named 'nope'" in bad.output
