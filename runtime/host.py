@@ -335,7 +335,7 @@ class TwinHost:
         if model is not None:
             try:
                 self._models.create(model, params or {})  # refuse bad names and params now
-            except ValueError as err:
+            except (ValueError, TypeError) as err:
                 raise InvalidPatch(
                     f"parameters of model {model!r}: {err}", field="params"
                 ) from None

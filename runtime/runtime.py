@@ -309,7 +309,9 @@ class Runtime:
         else:
             try:
                 self.models().create(model, params or {})  # refuse bad names and params now
-            except ValueError as err:
+            except TwinfleetError:
+                raise  # an unknown model, as itself
+            except Exception as err:  # whatever a model (a plugin's too) raises on bad params
                 message = f"parameters of model {model!r}: {err}"
                 raise InvalidPatch(message, field="params") from None
             assignment = {"family": family, "model": model, "params": dict(params or {})}

@@ -1047,3 +1047,12 @@ async def test_bad_model_assignments_are_refused(host: TwinHost) -> None:
     with pytest.raises(InvalidPatch, match="unknown mad parameters: nope"):
         await host.set_model("m-1", "mad", {"nope": 1})
     assert (await host.get("m-1"))["anomaly"]["model"] == "ewma"
+
+
+async def test_model_parameters_of_the_wrong_type_are_refused_as_bad_input(
+    host: TwinHost,
+) -> None:
+    await host.apply([tele("m-1", device_type="smart-meter", power=1.0)])
+    for model, params in (("ewma", {"alpha": "x"}), ("combined", {"ewma": 5})):
+        with pytest.raises(InvalidPatch, match=f"parameters of model '{model}'"):
+            await host.set_model("m-1", model, params)
