@@ -47,7 +47,11 @@ HOST_COUNTERS: Mapping[str, tuple[str, str]] = {
     "history_points": ("twinfleet_telemetry_points", "Telemetry points written to history."),
     "history_dropped": (
         "twinfleet_telemetry_points_dropped",
-        "Telemetry points dropped because the history sink failed or lagged.",
+        "Telemetry points dropped after the history sink stayed down past the buffer.",
+    ),
+    "history_errors": (
+        "twinfleet_telemetry_write_errors",
+        "Failed writes to the history sink (points kept and retried).",
     ),
     "passivated": ("twinfleet_twins_passivated", "Idle twins passivated out of memory."),
     "activated": ("twinfleet_twins_activated", "Twins activated from the state store."),

@@ -12,6 +12,7 @@ from rich.console import Console
 from twinfleet.adapters.devices import DEFAULT_COAP_URL, DEFAULT_MQTT_URL, DeviceFleetOptions
 from twinfleet.adapters.mqtt import MqttSettings
 from twinfleet.api.ratelimit import RequestLimiter
+from twinfleet.runtime.telemetry import open_telemetry
 from twinfleet.twins import TwinfleetError
 
 from .commands import devices, models, tokens, twins
@@ -65,7 +66,8 @@ def cli() -> None:
     "--tsdb",
     envvar="TWINFLEET_TSDB",
     metavar="URL",
-    help="Telemetry history: sqlite:///path (default: <data-dir>/telemetry.db).",
+    help="Telemetry history: sqlite:///path (default: <data-dir>/telemetry.db) or "
+    "influx://host:port?bucket=B&org=O&token=T (InfluxDB or VictoriaMetrics; written only).",
 )
 @click.option(
     "--rate-limit",
@@ -197,8 +199,14 @@ def up(  # noqa: PLR0917 - click passes options positionally
             RequestLimiter(edges.rate_limit)  # a clear error now rather than at start-up
         if mqtt:
             MqttSettings.from_url(mqtt, ca_file=mqtt_ca, cert_file=mqtt_cert, key_file=mqtt_key)
-        if tsdb and not tsdb.startswith(("sqlite:///", "memory://")):
-            raise ValueError(f"--tsdb {tsdb!r}: expected sqlite:///path or memory://")
+        if tsdb:
+            if not tsdb.startswith(("sqlite:///", "memory://", "influx://")):
+                raise ValueError(
+                    f"--tsdb {tsdb!r}: expected sqlite:///path, memory:// or "
+                    "influx://host:port?bucket=...&org=...&token=..."
+                )
+            if tsdb.startswith("influx://"):
+                open_telemetry(tsdb).close()  # a malformed URL fails here, before start-up
     except ValueError as err:
         raise click.BadParameter(str(err)) from None
     summary = run_up(

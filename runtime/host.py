@@ -60,6 +60,7 @@ R = TypeVar("R")
 
 MODEL_ASSIGNMENT = "model-assignment"  # store items: family -> {"family", "model", "params"}
 _YIELD_EVERY = 128  # messages applied between two turns of the event loop
+_MAX_PENDING_POINTS = 1_000_000  # history kept while the sink is down (about 100 MB)
 _SWEEP_STEP = 5000  # twins swept between two turns of the event loop
 
 
@@ -124,6 +125,7 @@ class TwinHost:
         }
         self._telemetry = telemetry
         self._points: list[Point] = []  # telemetry history waiting for the next flush
+        self._history_failing = False
         self._events = events
         self._outbox: list[Event] = []
         self._delays: collections.deque[float] = collections.deque(maxlen=50_000)
@@ -164,6 +166,7 @@ class TwinHost:
                 "commands_answered",
                 "history_points",
                 "history_dropped",
+                "history_errors",
             ),
             0,
         )
@@ -977,11 +980,25 @@ class TwinHost:
             points, self._points = self._points, []
             try:
                 await self._run(self._telemetry.write, points)
-            except Exception:
-                self._counters["history_dropped"] += len(points)
-                log.exception("host %s: %d telemetry points lost", self.host_id, len(points))
+            except Exception as err:
+                # Kept for the next flush (the sink may be restarting), up to a bound: the
+                # oldest go first, counted, when an outage outlasts it.
+                self._points = points + self._points
+                excess = len(self._points) - _MAX_PENDING_POINTS
+                if excess > 0:
+                    del self._points[:excess]
+                    self._counters["history_dropped"] += excess
+                self._counters["history_errors"] += 1
+                if not self._history_failing:
+                    log.warning(
+                        "host %s: telemetry history not written, retrying: %s", self.host_id, err
+                    )
+                self._history_failing = True
             else:
                 self._counters["history_points"] += len(points)
+                if self._history_failing:
+                    log.warning("host %s: telemetry history written again", self.host_id)
+                self._history_failing = False
         written = 0
         while self._dirty:
             batch_ids = []

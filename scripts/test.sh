@@ -10,6 +10,8 @@ need_apt=()
 command -v mosquitto >/dev/null || need_apt+=(mosquitto mosquitto-clients)
 command -v redis-server >/dev/null || need_apt+=(redis-server)
 command -v chromium >/dev/null || need_apt+=(chromium)
+# The Influx sink's tests write to VictoriaMetrics (it takes InfluxDB line protocol writes).
+command -v victoria-metrics >/dev/null || need_apt+=(victoria-metrics)
 if [ ${#need_apt[@]} -gt 0 ]; then
   log "installing ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive

@@ -9,13 +9,23 @@ from __future__ import annotations
 
 from twinfleet.runtime.stores.sqlite import sqlite_path
 
-from .base import ANOMALY_FLAG, ANOMALY_SCORE, Point, TelemetrySink, points_from_message
+from .base import (
+    ANOMALY_FLAG,
+    ANOMALY_SCORE,
+    HistoryUnavailable,
+    Point,
+    TelemetrySink,
+    points_from_message,
+)
+from .influx import InfluxTelemetrySink
 from .memory import MemoryTelemetrySink
 from .sqlite import SqliteTelemetrySink
 
 __all__ = [
     "ANOMALY_FLAG",
     "ANOMALY_SCORE",
+    "HistoryUnavailable",
+    "InfluxTelemetrySink",
     "MemoryTelemetrySink",
     "Point",
     "SqliteTelemetrySink",
@@ -24,7 +34,7 @@ __all__ = [
     "points_from_message",
 ]
 
-_SCHEMES = "memory:// or sqlite:///path.db"
+_SCHEMES = "memory://, sqlite:///path.db or influx://host:port?bucket=..."
 
 
 def open_telemetry(url: str) -> TelemetrySink:
@@ -39,4 +49,6 @@ def open_telemetry(url: str) -> TelemetrySink:
     if scheme == "sqlite":
         sqlite_path(url)  # checks the URL before anything is created
         return SqliteTelemetrySink(url)
+    if scheme == "influx":
+        return InfluxTelemetrySink(url)
     raise ValueError(f"unknown telemetry scheme {scheme!r} in {url!r}: expected {_SCHEMES}")

@@ -4,37 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
-import time
 import uuid
-from collections.abc import AsyncIterator, Callable
-from typing import Any
+from collections.abc import AsyncIterator
 
 import aiomqtt
 import orjson
 import pytest
+from waiting import eventually
 
 from twinfleet.adapters.broker import EmbeddedBroker
 from twinfleet.adapters.mqtt import MqttGateway
 from twinfleet.runtime.port import LocalFleet
-
-
-async def eventually(predicate: Callable[[], Any], timeout: float = 10.0) -> Any:
-    """Poll ``predicate`` (sync or async) until it is truthy; exceptions count as "not yet"."""
-    deadline = time.monotonic() + timeout
-    last: BaseException | None = None
-    while True:
-        try:
-            value = predicate()
-            if inspect.isawaitable(value):
-                value = await value
-            if value:
-                return value
-        except Exception as err:
-            last = err
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout} s (last error: {last})")
-        await asyncio.sleep(0.02)
 
 
 async def next_message(client: aiomqtt.Client, timeout: float = 10.0) -> aiomqtt.Message:

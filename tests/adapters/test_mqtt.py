@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import datetime as dt
 import getpass
-import inspect
 import ipaddress
 import pickle
 import shutil
@@ -32,6 +31,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from waiting import eventually
 
 from twinfleet.adapters.mqtt import DEVICE_TOPICS, MqttGateway, MqttSettings
 from twinfleet.runtime.messages import DeviceMessage, IngestResult
@@ -48,27 +48,6 @@ REFUSAL_S = 1.5
 
 
 # -- helpers ----------------------------------------------------------------------------------
-
-
-async def eventually(
-    predicate: Callable[[], Any], timeout: float = 10.0, *, what: str = "condition"
-) -> Any:
-    """Poll ``predicate`` (sync or async) until it returns something truthy; fail after
-    ``timeout`` s. Exceptions count as "not yet" (a twin that does not exist yet)."""
-    deadline = time.monotonic() + timeout
-    last: BaseException | None = None
-    while True:
-        try:
-            value = predicate()
-            if inspect.isawaitable(value):
-                value = await value
-            if value:
-                return value
-        except Exception as err:
-            last = err
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} did not happen within {timeout} s (last error: {last})")
-        await asyncio.sleep(0.02)
 
 
 async def stop(task: asyncio.Task[Any]) -> None:

@@ -8,6 +8,7 @@ import pytest
 from twinfleet.api.app import create_app
 from twinfleet.client import NotFound, RateLimited, TwinClient
 from twinfleet.runtime import DeviceMessage
+from twinfleet.runtime.telemetry import open_telemetry
 
 from .conftest import T0, Served, serving
 
@@ -103,3 +104,18 @@ def test_bodies_over_the_limit_are_refused_even_without_a_length(served: Served)
     )
     assert response.status_code == 413
     assert response.json()["error"]["code"] == "payload_too_large"
+
+
+def test_history_kept_in_influx_is_not_queried_here(served: Served) -> None:
+    sink = open_telemetry("influx://127.0.0.1:8086?bucket=fleet&org=ops")
+    app = create_app(served.runtime, served.store, telemetry=sink)
+    with serving(app) as url:
+        response = httpx.get(
+            f"{url}/api/v1/twins/api-1/telemetry",
+            headers={"Authorization": f"Bearer {served.tokens['viewer']}"},
+        )
+    assert response.status_code == 404
+    error = response.json()["error"]
+    assert error["code"] == "history_unavailable"
+    assert "bucket 'fleet'" in error["message"]
+    sink.close()
