@@ -60,6 +60,8 @@ R = TypeVar("R")
 
 MODEL_ASSIGNMENT = "model-assignment"  # store items: family -> {"family", "model", "params"}
 _YIELD_EVERY = 128  # messages applied between two turns of the event loop
+# What an application write may change on a twin, put back if its commit fails.
+_UNDONE = ("desired", "desired_ts", "tags", "type", "family", "model", "model_info")
 _MAX_PENDING_POINTS = 1_000_000  # history kept while the sink is down (about 100 MB)
 _SWEEP_STEP = 5000  # twins swept between two turns of the event loop
 
@@ -830,15 +832,7 @@ class TwinHost:
             now = self._clock()
             self._last_used[twin_id] = now
             version, updated = twin.version, twin.updated
-            undo = (
-                twin.desired,
-                twin.desired_ts,
-                twin.tags,
-                twin.type,
-                twin.family,
-                twin.model,
-                twin.model_info,
-            )
+            undo = [getattr(twin, name) for name in _UNDONE]
             commands = copy.deepcopy(twin.commands)  # records change in place
             if not change(twin, now) and not created and registry is None:
                 return answer(twin)
@@ -852,15 +846,8 @@ class TwinHost:
                     self._forget(twin_id)
                 else:
                     # Patches replace these containers rather than mutate them: this is exact.
-                    (
-                        twin.desired,
-                        twin.desired_ts,
-                        twin.tags,
-                        twin.type,
-                        twin.family,
-                        twin.model,
-                        twin.model_info,
-                    ) = undo
+                    for name, value in zip(_UNDONE, undo, strict=True):
+                        setattr(twin, name, value)
                     twin.commands = commands
                     if twin.version == version + bumped:  # no device message meanwhile
                         twin.version, twin.updated = version, updated
