@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import MappingProxyType, TracebackType
@@ -431,6 +431,20 @@ class _Calls:
         return _Call("DELETE", f"{_API}/tokens/{quote(token_id, safe='')}", lambda _: None)
 
     @staticmethod
+    def alarms(
+        states: Sequence[str] | None, severity: str | None, *, limit: int, cursor: str | None
+    ) -> _Call[Page]:
+        params: _Params = [("limit", limit)]
+        params += [("state", s) for s in states or ()]
+        params += [("severity", severity)] if severity else []
+        params += [("cursor", cursor)] if cursor else []
+        return _Call("GET", f"{_API}/alarms", _page, params)
+
+    @staticmethod
+    def ack_alarm(twin_id: str, alarm_id: str) -> _Call[dict[str, Any]]:
+        return _Call("POST", _twin_path(twin_id, "alarms", alarm_id, "ack"), _json)
+
+    @staticmethod
     def models() -> _Call[dict[str, Any]]:
         return _Call("GET", f"{_API}/models", _json)
 
@@ -748,6 +762,21 @@ class TwinClient:
         """Revoke a token."""
         self._send(_Calls.revoke_token(token_id))
 
+    def alarms(
+        self,
+        *,
+        states: Sequence[str] | None = None,
+        severity: str | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> Page:
+        """Alarms (default: active and acknowledged) of a page of twins that have them."""
+        return self._send(_Calls.alarms(states, severity, limit=limit, cursor=cursor))
+
+    def ack_alarm(self, twin_id: str, alarm_id: str) -> dict[str, Any]:
+        """Acknowledge an open alarm; the alarm as it is now."""
+        return self._send(_Calls.ack_alarm(twin_id, alarm_id))
+
     def models(self) -> dict[str, Any]:
         """``{"items": [model specs], "errors": {plugin: why it did not load}}``."""
         return self._send(_Calls.models())
@@ -995,6 +1024,21 @@ class AsyncTwinClient:
     async def revoke_token(self, token_id: str) -> None:
         """Revoke a token."""
         await self._send(_Calls.revoke_token(token_id))
+
+    async def alarms(
+        self,
+        *,
+        states: Sequence[str] | None = None,
+        severity: str | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> Page:
+        """Alarms (default: active and acknowledged) of a page of twins that have them."""
+        return await self._send(_Calls.alarms(states, severity, limit=limit, cursor=cursor))
+
+    async def ack_alarm(self, twin_id: str, alarm_id: str) -> dict[str, Any]:
+        """Acknowledge an open alarm; the alarm as it is now."""
+        return await self._send(_Calls.ack_alarm(twin_id, alarm_id))
 
     async def models(self) -> dict[str, Any]:
         """``{"items": [model specs], "errors": {plugin: why it did not load}}``."""

@@ -21,10 +21,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from twinfleet.runtime import Runtime, RuntimeFleet
 from twinfleet.runtime.telemetry import ANOMALY_FLAG, ANOMALY_SCORE, Point, TelemetrySink
 from twinfleet.twins import (
+    ALARM_STATES,
     InvalidPatch,
     PayloadTooLarge,
     TwinFilter,
     TwinfleetError,
+    WithAlarms,
     parse_filter,
     parse_timestamp,
     validate_device_id,
@@ -400,6 +402,43 @@ def create_app(
         ("decommission", "decommissioned"),
     ):
         _lifecycle_route(api, runtime, action, state, allowed("devices:manage"))
+
+    @api.get("/alarms", tags=["alarms"], dependencies=[allowed("twins:read")])
+    async def alarms(
+        state: Annotated[list[str] | None, Query(description="repeatable")] = None,
+        severity: str | None = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        cursor: str | None = None,
+    ) -> dict[str, Any]:
+        """Alarms (default: active and acknowledged) of the twins that have them, a page of
+        twins at a time (``next`` is the cursor of the following page)."""
+        wanted = frozenset(state or ("active", "acknowledged"))
+        unknown = wanted - set(ALARM_STATES)
+        if unknown:
+            raise InvalidPatch(
+                f"alarm state {sorted(unknown)[0]!r} is not one of {', '.join(ALARM_STATES)}",
+                field="state",
+            )
+        page = await asyncio.to_thread(runtime.query, WithAlarms(wanted), after=cursor, limit=limit)
+        items = [
+            alarm
+            for twin in page.items
+            for alarm in twin["alarms"]
+            if alarm["state"] in wanted and (severity is None or alarm["severity"] == severity)
+        ]
+        return {"items": items, "next": page.next}
+
+    @api.post("/twins/{twin_id}/alarms/{alarm_id}/ack", tags=["alarms"])
+    async def acknowledge_alarm(
+        twin_id: str,
+        alarm_id: str,
+        who: Principal = allowed("alarms:ack"),  # noqa: B008 - FastAPI's dependency idiom
+    ) -> dict[str, Any]:
+        """Acknowledge an open alarm (recorded with the token's name or id, and the time)."""
+        validate_device_id(twin_id)
+        by = who.name or who.token_id
+        alarm: dict[str, Any] = await fleet.call(twin_id, "ack_alarm", twin_id, alarm_id, who=by)
+        return alarm
 
     @api.get("/models", tags=["models"], dependencies=[allowed("twins:read")])
     async def list_models() -> dict[str, Any]:

@@ -41,6 +41,7 @@ PERMISSIONS: Final[Mapping[str, frozenset[str]]] = MappingProxyType(
         "commands:send": frozenset(("admin", "operator", "developer")),
         "devices:manage": frozenset(("admin", "operator")),
         "models:manage": frozenset(("admin", "data-scientist")),
+        "alarms:ack": frozenset(("admin", "operator")),
         "tokens:manage": frozenset(("admin",)),
     }
 )

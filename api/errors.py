@@ -22,6 +22,7 @@ HTTP_STATUS: Final[Mapping[str, int]] = MappingProxyType(
         "twin_not_found": 404,
         "command_not_found": 404,
         "not_found": 404,
+        "alarm_not_found": 404,
         "history_unavailable": 404,
         "conflict": 409,
         "version_conflict": 412,

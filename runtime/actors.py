@@ -32,6 +32,7 @@ DIRECT_METHODS = frozenset(
         "register",
         "set_lifecycle",
         "set_model",
+        "ack_alarm",
     )
 )
 

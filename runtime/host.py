@@ -61,7 +61,7 @@ R = TypeVar("R")
 MODEL_ASSIGNMENT = "model-assignment"  # store items: family -> {"family", "model", "params"}
 _YIELD_EVERY = 128  # messages applied between two turns of the event loop
 # What an application write may change on a twin, put back if its commit fails.
-_UNDONE = ("desired", "desired_ts", "tags", "type", "family", "model", "model_info")
+_UNDONE = ("desired", "desired_ts", "tags", "type", "family", "model", "model_info", "alarms")
 _MAX_PENDING_POINTS = 1_000_000  # history kept while the sink is down (about 100 MB)
 _SWEEP_STEP = 5000  # twins swept between two turns of the event loop
 
@@ -314,6 +314,23 @@ class TwinHost:
         twin.set_model(self._models.create(name, params), now=now, info=info, bump=bump)
         return True
 
+    async def ack_alarm(self, twin_id: str, alarm_id: str, *, who: str) -> dict[str, Any]:
+        """Acknowledge an open alarm of a twin, durably; the alarm as it is now."""
+
+        def change(twin: Twin, now: float) -> bool:
+            return twin.acknowledge_alarm(alarm_id, who=who, now=now)
+
+        def alarm_of(twin: Twin) -> dict[str, Any]:
+            return next(a for a in twin.alarms.alarms() if a["id"] == alarm_id)
+
+        alarm: dict[str, Any] = await self._write(
+            twin_id,
+            change,
+            answer=alarm_of,
+            committed=lambda twin: self._emit("alarm", twin.id, dict(alarm_of(twin))),
+        )
+        return alarm
+
     async def set_family_model(self, family: str, assignment: Mapping[str, Any] | None) -> int:
         """Assign ``{"model", "params"}`` to a family (None: back to its built-in default).
 
@@ -447,6 +464,10 @@ class TwinHost:
                 dirty.add(twin_id)
                 if twin.anomalous != was_anomalous:
                     self._emit("anomaly", twin_id, self._anomaly_data(twin))
+                if twin.alarm_changes:
+                    for alarm in twin.alarm_changes:
+                        self._emit("alarm", twin_id, dict(alarm))
+                    twin.alarm_changes = []
             else:
                 stale += 1
             if not was_online:

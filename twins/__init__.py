@@ -5,6 +5,7 @@ Nothing here imports Ray, FastAPI or a network library.
 
 from __future__ import annotations
 
+from .alarms import ALARM_STATES, AlarmRule, AlarmTracker, UnknownAlarm, WithAlarms
 from .commands import FINAL_STATUSES, CommandRequest, CommandStatus
 from .errors import (
     DeviceRefused,
@@ -54,6 +55,7 @@ from .query import TwinFilter
 from .twin import LIFECYCLE_STATES, MessageKind, ModelSlot, Twin
 
 __all__ = [
+    "ALARM_STATES",
     "FAMILIES",
     "FINAL_STATUSES",
     "GENERIC",
@@ -64,6 +66,8 @@ __all__ = [
     "MAX_FILTER_LENGTH",
     "MAX_FILTER_LIST",
     "MAX_PAYLOAD_BYTES",
+    "AlarmRule",
+    "AlarmTracker",
     "CommandRequest",
     "CommandStatus",
     "Comparison",
@@ -94,10 +98,12 @@ __all__ = [
     "TwinFilter",
     "TwinNotFound",
     "TwinfleetError",
+    "UnknownAlarm",
     "UnknownCommand",
     "UnknownModel",
     "UnsupportedFormat",
     "VersionConflict",
+    "WithAlarms",
     "check_depth",
     "delta",
     "family_for",

@@ -12,7 +12,12 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Literal
 
-__all__ = ["FAMILIES", "GENERIC", "DeviceFamily", "Metric", "family_for"]
+from .alarms import AlarmRule
+
+__all__ = ["ANOMALY_RULE", "FAMILIES", "GENERIC", "DeviceFamily", "Metric", "family_for"]
+
+ANOMALY_RULE = AlarmRule("anomaly", raise_after=3, clear_after=5)
+"""Every family's default: three anomalous readings in a row raise, five normal ones clear."""
 
 MetricKind = Literal["gauge", "counter", "state"]
 
@@ -45,6 +50,7 @@ class DeviceFamily:
     report_interval_s: float
     classification: str
     default_model: str = "ewma"
+    alarm_rules: tuple[AlarmRule, ...] = (ANOMALY_RULE,)
     presence_tolerance: float = 3.0
     subtypes: tuple[str, ...] = ()
     metric_names: frozenset[str] = field(init=False)
@@ -130,6 +136,19 @@ _DECLARED = (
         classification="healthcare",
         report_interval_s=5.0,
         presence_tolerance=2.0,
+        alarm_rules=(
+            ANOMALY_RULE,
+            AlarmRule(
+                "spo2-low",
+                kind="threshold",
+                metric="spo2",
+                op="<",
+                value=90.0,
+                raise_after=2,
+                clear_after=3,
+                severity="critical",
+            ),
+        ),
         metrics=(
             Metric("heart_rate", "beat/min", low=30.0, high=220.0),
             Metric("spo2", "%", low=70.0, high=100.0),

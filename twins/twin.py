@@ -15,6 +15,7 @@ from typing import Any, Literal, Protocol
 
 import orjson
 
+from .alarms import AlarmTracker
 from .commands import FINAL_STATUSES, MAX_FINISHED_COMMANDS, CommandRequest, answer, expire
 from .errors import (
     DeviceRefused,
@@ -64,6 +65,8 @@ class Twin:
 
     __slots__ = (
         "_size_bound",
+        "alarm_changes",
+        "alarms",
         "anomalous",
         "anomaly_score",
         "anomaly_since",
@@ -121,6 +124,8 @@ class Twin:
         self.anomalous = False
         self.anomaly_since: float | None = None
         self.scored = 0  # readings its model has scored since activation (not saved)
+        self.alarms = AlarmTracker()
+        self.alarm_changes: list[dict[str, Any]] = []  # raised/cleared by the last message
         # How the model was chosen: {"name", "version", "params", "source": default|family|twin}
         self.model_info: dict[str, Any] | None = None
         self._size_bound = _EMPTY_STATE_BYTES
@@ -216,6 +221,14 @@ class Twin:
             score, anomalous, _ = self.model.update(numeric, ts)
             self._record_verdict(score, anomalous, ts)
             self.scored += 1
+        if numeric:
+            self.alarm_changes = self.alarms.observe(
+                self.family.alarm_rules,
+                anomalous=self.anomalous,
+                values=numeric,
+                ts=ts,
+                twin_id=self.id,
+            )
         return accepted
 
     def _merge_checked(
@@ -291,6 +304,15 @@ class Twin:
         self.anomaly_since = None
         if bump:
             self._bump(now)
+
+    def acknowledge_alarm(self, alarm_id: str, *, who: str, now: float) -> bool:
+        """An operator has seen alarm ``alarm_id``; whether that changed anything."""
+        # A copy, changed: a write that fails to commit puts the old tracker back.
+        self.alarms = AlarmTracker.from_state(self.alarms.state())
+        _, news = self.alarms.acknowledge(alarm_id, who=who, now=now)
+        if news:
+            self._bump(now)
+        return news
 
     def mark_offline(self, *, now: float) -> bool:
         """Count this twin as offline (silence or a last will); return whether that is news."""
@@ -460,6 +482,7 @@ class Twin:
                 "protocol": self.protocol,
             },
             "firmware": self.firmware(),
+            "alarms": self.alarms.alarms(),
             "anomaly": {
                 "model": self.model.name if self.model is not None else None,
                 "version": (self.model_info or {}).get("version"),
@@ -493,6 +516,7 @@ class Twin:
             if self.model is None
             else {"name": self.model.name, "state": self.model.state(), "info": self.model_info},
             "commands": list(self.commands.values()) if self.commands else None,
+            "alarms": self.alarms.state() if self.alarms.streaks else None,
             "lifecycle": self.lifecycle,
         }
 
@@ -520,6 +544,8 @@ class Twin:
             "anomaly", (0.0, False, None)
         )
         twin.scored = 0
+        twin.alarms = AlarmTracker.from_state(snap.get("alarms"))
+        twin.alarm_changes = []
         saved = snap.get("model")
         twin._size_bound = MAX_DOCUMENT_BYTES + 1  # unknown: measured on the first message
         twin.lifecycle = snap.get("lifecycle") or "active"

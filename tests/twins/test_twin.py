@@ -594,6 +594,7 @@ def test_document_has_exactly_the_contract_keys() -> None:
         "connectivity",
         "firmware",
         "anomaly",
+        "alarms",  # open and recently cleared alarms (issue 5)
     }
     assert set(doc["connectivity"]) == {"online", "last_seen", "protocol"}
     assert set(doc["firmware"]) == {"current", "target", "status"}

@@ -1,0 +1,195 @@
+"""Alarms: anomaly scores and readings turned into something an operator acts on.
+
+In the style of AWS IoT Device Defender: a rule raises an alarm after ``raise_after``
+consecutive bad readings (or bad readings lasting ``raise_after_s``) and clears it after
+``clear_after`` consecutive good ones. A rule is either the twin's anomaly verdict
+(``kind="anomaly"``) or a plain threshold on one metric (``spo2 < 90``). An alarm is
+``active``, then possibly ``acknowledged`` (who, when), then ``cleared``; each change is an
+event. Pure state and rules: no I/O here.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final, Literal
+
+from .errors import InvalidPatch, TwinfleetError
+
+__all__ = ["ALARM_STATES", "AlarmRule", "AlarmTracker", "UnknownAlarm", "WithAlarms"]
+
+ALARM_STATES: Final = ("active", "acknowledged", "cleared")
+_OPS: Final[Mapping[str, Callable[[float, float], bool]]] = {
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+}
+_KEEP_CLEARED: Final = 10  # cleared alarms a twin remembers, newest last
+
+
+class UnknownAlarm(TwinfleetError):
+    """No alarm with this id on this twin."""
+
+    code = "alarm_not_found"
+
+
+@dataclass(frozen=True, slots=True)
+class AlarmRule:
+    """When to raise and clear one alarm."""
+
+    name: str
+    kind: Literal["anomaly", "threshold"] = "anomaly"
+    metric: str | None = None
+    op: str | None = None
+    value: float | None = None
+    raise_after: int = 3
+    raise_after_s: float | None = None
+    clear_after: int = 5
+    severity: Literal["info", "warning", "critical"] = "warning"
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            raise InvalidPatch("an alarm rule needs a name", field="name")
+        if self.kind == "threshold":
+            if self.metric is None or self.op not in _OPS or self.value is None:
+                raise InvalidPatch(
+                    f"threshold rule {self.name!r} needs metric, op ({', '.join(_OPS)}) and value",
+                    field="rule",
+                )
+        elif self.kind != "anomaly":
+            raise InvalidPatch(f"alarm rule kind {self.kind!r} is not anomaly or threshold")
+        if self.raise_after < 1 or self.clear_after < 1:
+            raise InvalidPatch("raise_after and clear_after count readings, 1 or more")
+
+    def bad(self, anomalous: bool, values: Mapping[str, float]) -> bool | None:
+        """Whether this reading is bad for the rule (None: the reading says nothing of it)."""
+        if self.kind == "anomaly":
+            return anomalous
+        if self.metric is None or self.op is None or self.value is None:
+            return None  # checked in __post_init__; here for the type checker
+        x = values.get(self.metric)
+        return None if x is None else _OPS[self.op](x, self.value)
+
+    def describe(self) -> str:
+        """A human summary: ``spo2 < 90 for 2 readings``."""
+        what = "anomalous" if self.kind == "anomaly" else f"{self.metric} {self.op} {self.value:g}"
+        when = f"{self.raise_after} readings"
+        if self.raise_after_s is not None:
+            when += f" or {self.raise_after_s:g} s"
+        return f"{what} for {when}"
+
+
+class AlarmTracker:
+    """A twin's alarms: per-rule streaks, the open alarm of each rule, recent cleared ones."""
+
+    __slots__ = ("cleared", "open", "streaks")
+
+    def __init__(self) -> None:
+        # rule -> [consecutive bad, consecutive good, time the bad streak began (or None)]
+        self.streaks: dict[str, list[Any]] = {}
+        self.open: dict[str, dict[str, Any]] = {}  # rule -> its active/acknowledged alarm
+        self.cleared: list[dict[str, Any]] = []
+
+    def observe(
+        self,
+        rules: tuple[AlarmRule, ...],
+        *,
+        anomalous: bool,
+        values: Mapping[str, float],
+        ts: float,
+        twin_id: str,
+    ) -> list[dict[str, Any]]:
+        """Count one reading against every rule; the alarms raised or cleared by it."""
+        changed = []
+        for rule in rules:
+            bad = rule.bad(anomalous, values)
+            if bad is None:
+                continue
+            streak = self.streaks.setdefault(rule.name, [0, 0, None])
+            if bad:
+                streak[0] += 1
+                streak[1] = 0
+                if streak[2] is None:
+                    streak[2] = ts
+            else:
+                streak[0] = 0
+                streak[1] += 1
+                streak[2] = None
+            alarm = self.open.get(rule.name)
+            if alarm is None and bad:
+                lasted = rule.raise_after_s is not None and ts - streak[2] >= rule.raise_after_s
+                if streak[0] >= rule.raise_after or lasted:
+                    alarm = self.open[rule.name] = {
+                        "id": f"{rule.name}-{int(ts * 1000)}",
+                        "twin_id": twin_id,
+                        "rule": rule.name,
+                        "severity": rule.severity,
+                        "condition": rule.describe(),
+                        "state": "active",
+                        "raised_at": ts,
+                        "since": streak[2],
+                        "value": values.get(rule.metric) if rule.metric else None,
+                        "acknowledged_by": None,
+                        "acknowledged_at": None,
+                        "cleared_at": None,
+                    }
+                    changed.append(alarm)
+            elif alarm is not None and not bad and streak[1] >= rule.clear_after:
+                alarm["state"] = "cleared"
+                alarm["cleared_at"] = ts
+                del self.open[rule.name]
+                self.cleared = [*self.cleared, alarm][-_KEEP_CLEARED:]
+                changed.append(alarm)
+        return changed
+
+    def acknowledge(self, alarm_id: str, *, who: str, now: float) -> tuple[dict[str, Any], bool]:
+        """Mark an open alarm acknowledged by ``who``; (the alarm, whether that is news)."""
+        for alarm in self.open.values():
+            if alarm["id"] == alarm_id:
+                if alarm["state"] == "acknowledged":
+                    return alarm, False
+                alarm["state"] = "acknowledged"
+                alarm["acknowledged_by"] = who
+                alarm["acknowledged_at"] = now
+                return alarm, True
+        for alarm in self.cleared:
+            if alarm["id"] == alarm_id:
+                return alarm, False  # cleared already: nothing left to acknowledge
+        raise UnknownAlarm(f"no alarm {alarm_id!r} on twin", field="alarm_id")
+
+    def alarms(self) -> list[dict[str, Any]]:
+        """Open alarms, then recently cleared ones (oldest first)."""
+        return [*self.open.values(), *self.cleared]
+
+    def state(self) -> dict[str, Any]:
+        """JSON-ready, for the twin's snapshot."""
+        return {"streaks": self.streaks, "open": self.open, "cleared": self.cleared}
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any] | None) -> AlarmTracker:
+        """Back from :meth:`state`."""
+        tracker = cls()
+        if state:
+            tracker.streaks = {k: list(v) for k, v in state.get("streaks", {}).items()}
+            tracker.open = {k: dict(v) for k, v in state.get("open", {}).items()}
+            tracker.cleared = [dict(a) for a in state.get("cleared", [])]
+        return tracker
+
+
+@dataclass(frozen=True, slots=True)
+class WithAlarms:
+    """Selects twins with an alarm in one of ``states`` (a ``TwinSelector``)."""
+
+    states: frozenset[str] = frozenset(("active", "acknowledged"))
+
+    def matches_twin(self, twin: Any) -> bool:
+        """Whether the live twin has such an alarm."""
+        return any(a["state"] in self.states for a in twin.alarms.alarms())
+
+    def matches_snapshot(self, snap: Mapping[str, Any]) -> bool:
+        """Whether the saved twin has such an alarm."""
+        saved = snap.get("alarms") or {}
+        alarms = [*saved.get("open", {}).values(), *saved.get("cleared", [])]
+        return any(a["state"] in self.states for a in alarms)
