@@ -336,6 +336,7 @@ async function twinPage(id) {
   const chartNote = h("p", { class: "muted" });
   const commandStatus = h("div", { id: "command-status" });
   const live = h("span", { class: "muted", id: "live-note" });
+  const alarmList = h("div", { id: "alarms" });
   let doc = null;
   let editorBase = null; // the version the editor's patch applies to
   let editorDirty = false;
@@ -360,6 +361,36 @@ async function twinPage(id) {
     if (!editorDirty) {
       editor.value = json(doc.desired);
       editorBase = doc.version;
+    }
+    renderAlarms();
+  }
+
+  function renderAlarms() {
+    const rows = (doc.alarms || []).slice().reverse(); // newest first
+    if (!rows.length) {
+      alarmList.replaceChildren(h("p", { class: "muted" }, "No alarms."));
+      return;
+    }
+    alarmList.replaceChildren(h("table", {},
+      h("thead", {}, h("tr", {}, ["alarm", "severity", "state", "raised", "acknowledged", "cleared", ""].map((t) => h("th", {}, t)))),
+      h("tbody", {}, ...rows.map((a) => h("tr", { "data-alarm": a.id },
+        h("td", {}, `${a.rule}: ${a.condition}`),
+        h("td", {}, h("span", { class: a.severity === "critical" ? "pill bad" : "pill" }, a.severity)),
+        h("td", { class: "alarm-state" }, a.state),
+        h("td", {}, fmtTime(a.raised_at)),
+        h("td", {}, a.acknowledged_by ? `${a.acknowledged_by}, ${fmtTime(a.acknowledged_at)}` : ""),
+        h("td", {}, fmtTime(a.cleared_at)),
+        h("td", {}, a.state === "active"
+          ? h("button", { type: "button", class: "secondary", onclick: () => ackAlarm(a.id) }, "Acknowledge")
+          : ""))))));
+  }
+
+  async function ackAlarm(alarmId) {
+    try {
+      await api(`${path}/alarms/${encodeURIComponent(alarmId)}/ack`, { method: "POST" });
+      await reload();
+    } catch (err) {
+      alarmList.prepend(errorBox(err));
     }
   }
 
@@ -480,6 +511,7 @@ async function twinPage(id) {
       h("section", { class: "panel" }, h("h2", {}, "Summary"), summary),
       h("section", { class: "panel" }, h("h2", {}, "Connectivity"), connectivity),
       h("section", { class: "panel" }, h("h2", {}, "Firmware"), firmware)),
+    h("section", { class: "panel", style: "margin-top:1rem" }, h("h2", {}, "Alarms"), alarmList),
     h("section", { class: "panel", style: "margin-top:1rem" },
       h("h2", {}, "Telemetry"), h("div", { class: "chart-head" }, metricSelect, chartNote), chart),
     h("div", { class: "grid", style: "margin-top:1rem" },

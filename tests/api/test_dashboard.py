@@ -116,7 +116,7 @@ def test_the_static_files_are_served(dashboard: Dashboard) -> None:
         assert client.get("/healthz").json() == {"status": "ok"}
 
 
-def test_dashboard_in_chromium(dashboard: Dashboard, browser: Any) -> None:
+def test_dashboard_in_chromium(dashboard: Dashboard, browser: Any, served: Served) -> None:
     api = dashboard.client()
     twins = api.get("/api/v1/twins", params={"limit": 1000}).json()["items"]
     online = sum(1 for twin in twins if twin["connectivity"]["online"])
@@ -204,6 +204,20 @@ def test_dashboard_in_chromium(dashboard: Dashboard, browser: Any) -> None:
         page.evaluate("window.scrollTo(0, 0)")
         SCREENSHOT.parent.mkdir(exist_ok=True)
         page.screenshot(path=str(SCREENSHOT))
+
+        # A patient monitor whose SpO2 drops: its alarm shows up and is acknowledged here.
+        served.runtime.ingest(
+            DeviceMessage("dash-pm-1", "telemetry", {"spo2": v}, T0 + k, "t", "patient-monitor")
+            for k, v in enumerate((97.0, 88.0, 87.0))
+        )
+        served.runtime.flush()
+        page.goto(dashboard.url + "/#/twin/dash-pm-1")
+        row = page.locator("#alarms tr", has_text="spo2-low")
+        expect(row.locator(".alarm-state")).to_have_text("active")
+        row.locator("text=Acknowledge").click()
+        expect(row.locator(".alarm-state")).to_have_text("acknowledged")
+        (alarm,) = api.get("/api/v1/twins/dash-pm-1").json()["alarms"]
+        assert alarm["state"] == "acknowledged"
         # The events view shows new events as they arrive.
         page.click("header >> text=Events")
         api.patch(
