@@ -431,6 +431,16 @@ class _Calls:
         return _Call("DELETE", f"{_API}/tokens/{quote(token_id, safe='')}", lambda _: None)
 
     @staticmethod
+    def windows(twin_id: str) -> _Call[dict[str, Any]]:
+        return _Call("GET", _twin_path(twin_id, "windows"), _json)
+
+    @staticmethod
+    def aggregates(by: str, metric: str | None) -> _Call[list[dict[str, Any]]]:
+        params: _Params = [("by", by)]
+        params += [("metric", metric)] if metric else []
+        return _Call("GET", f"{_API}/aggregates", _items, params)
+
+    @staticmethod
     def alarms(
         states: Sequence[str] | None, severity: str | None, *, limit: int, cursor: str | None
     ) -> _Call[Page]:
@@ -762,6 +772,14 @@ class TwinClient:
         """Revoke a token."""
         self._send(_Calls.revoke_token(token_id))
 
+    def windows(self, twin_id: str) -> dict[str, Any]:
+        """The twin's count, min, max and mean per metric over the last 1 min, 5 min, 1 h."""
+        return self._send(_Calls.windows(twin_id))
+
+    def aggregates(self, *, by: str = "family", metric: str | None = None) -> list[dict[str, Any]]:
+        """Per family (or ``tag:<key>`` value): twins, online, anomalous, mean of ``metric``."""
+        return self._send(_Calls.aggregates(by, metric))
+
     def alarms(
         self,
         *,
@@ -1024,6 +1042,16 @@ class AsyncTwinClient:
     async def revoke_token(self, token_id: str) -> None:
         """Revoke a token."""
         await self._send(_Calls.revoke_token(token_id))
+
+    async def windows(self, twin_id: str) -> dict[str, Any]:
+        """The twin's count, min, max and mean per metric over the last 1 min, 5 min, 1 h."""
+        return await self._send(_Calls.windows(twin_id))
+
+    async def aggregates(
+        self, *, by: str = "family", metric: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Per family (or ``tag:<key>`` value): twins, online, anomalous, mean of ``metric``."""
+        return await self._send(_Calls.aggregates(by, metric))
 
     async def alarms(
         self,

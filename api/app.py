@@ -403,6 +403,21 @@ def create_app(
     ):
         _lifecycle_route(api, runtime, action, state, allowed("devices:manage"))
 
+    @api.get("/twins/{twin_id}/windows", tags=["analytics"], dependencies=[allowed("twins:read")])
+    async def twin_windows(twin_id: str) -> dict[str, Any]:
+        """Count, min, max and mean of each metric over the last 1 min, 5 min and 1 h."""
+        validate_device_id(twin_id)
+        result: dict[str, Any] = await fleet.call(twin_id, "windows", twin_id)
+        return result
+
+    @api.get("/aggregates", tags=["analytics"], dependencies=[allowed("twins:read")])
+    async def aggregates(
+        by: Annotated[str, Query(description="family or tag:<key>")] = "family",
+        metric: Annotated[str | None, Query(description="mean of this reported field")] = None,
+    ) -> dict[str, Any]:
+        """Fleet figures per group, answered by every host at once for its active twins."""
+        return {"items": await asyncio.to_thread(runtime.aggregate, by, metric)}
+
     @api.get("/alarms", tags=["alarms"], dependencies=[allowed("twins:read")])
     async def alarms(
         state: Annotated[list[str] | None, Query(description="repeatable")] = None,

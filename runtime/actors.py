@@ -33,6 +33,7 @@ DIRECT_METHODS = frozenset(
         "set_lifecycle",
         "set_model",
         "ack_alarm",
+        "windows",
     )
 )
 

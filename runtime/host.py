@@ -314,6 +314,38 @@ class TwinHost:
         twin.set_model(self._models.create(name, params), now=now, info=info, bump=bump)
         return True
 
+    async def windows(self, twin_id: str) -> dict[str, Any]:
+        """The twin's rolling windows (count, min, max, mean per metric over 1 m, 5 m, 1 h)."""
+        self._ensure_started()
+        twin = await self._twin(twin_id)
+        now = self._clock()
+        return {"twin_id": twin_id, "now": now, "metrics": twin.windows.stats(now)}
+
+    async def aggregate(self, by: str, metric: str | None = None) -> dict[str, list[float]]:
+        """Per group of this host's active twins: ``[twins, online, anomalous, sum, n]``.
+
+        ``by`` is ``family`` or ``tag:<key>``; ``sum`` and ``n`` are over the twins whose
+        reported ``metric`` (a dotted path) is a number. Groups merge by adding.
+        """
+        tag = by[4:] if by.startswith("tag:") else None
+        groups: dict[str, list[float]] = {}
+        for twin in self._twins.values():
+            key = twin.family.name if tag is None else twin.tags.get(tag)
+            if key is None:
+                continue
+            group = groups.setdefault(str(key), [0.0, 0.0, 0.0, 0.0, 0.0])
+            group[0] += 1
+            group[1] += twin.online
+            group[2] += twin.anomalous
+            if metric is not None:
+                value: Any = twin.reported
+                for part in metric.split("."):
+                    value = value.get(part) if isinstance(value, dict) else None
+                if type(value) in (int, float):
+                    group[3] += value
+                    group[4] += 1
+        return groups
+
     async def ack_alarm(self, twin_id: str, alarm_id: str, *, who: str) -> dict[str, Any]:
         """Acknowledge an open alarm of a twin, durably; the alarm as it is now."""
 

@@ -280,6 +280,36 @@ class Runtime:
         """Registry entries in id order, starting after id ``after``."""
         return self._store.list_registry(after=after, limit=limit)
 
+    def aggregate(self, by: str = "family", metric: str | None = None) -> list[dict[str, Any]]:
+        """Fleet figures per family (``by="family"``) or tag value (``by="tag:site"``).
+
+        Each group: ``twins``, ``online``, ``anomalous`` and the ``mean`` of the reported
+        ``metric`` (a dotted path; over the twins that report it as a number). Every host
+        answers for its active twins at once; idle twins passivated out of memory are not
+        counted.
+        """
+        if by != "family" and not (by.startswith("tag:") and len(by) > 4):
+            raise InvalidPatch("aggregate by 'family' or 'tag:<key>'", field="by")
+        self._router.flush()
+        merged: dict[str, list[float]] = {}
+        for part in ray.get([h.aggregate.remote(by, metric) for h in self._all_hosts()]):
+            for key, values in part.items():
+                total = merged.setdefault(key, [0.0] * len(values))
+                for i, v in enumerate(values):
+                    total[i] += v
+        return [
+            {
+                "group": key,
+                "twins": int(v[0]),
+                "online": int(v[1]),
+                "anomalous": int(v[2]),
+                "metric": metric,
+                "mean": v[3] / v[4] if v[4] else None,
+                "reporting": int(v[4]),
+            }
+            for key, v in sorted(merged.items())
+        ]
+
     # -- anomaly models ---------------------------------------------------------------------
 
     def models(self) -> ModelRegistry:

@@ -53,6 +53,7 @@ from .limits import (
 from .merge import delta, merge_patch, merge_timestamped
 from .query import TwinFilter
 from .twin import LIFECYCLE_STATES, MessageKind, ModelSlot, Twin
+from .windows import WINDOWS, RollingWindows
 
 __all__ = [
     "ALARM_STATES",
@@ -66,6 +67,7 @@ __all__ = [
     "MAX_FILTER_LENGTH",
     "MAX_FILTER_LIST",
     "MAX_PAYLOAD_BYTES",
+    "WINDOWS",
     "AlarmRule",
     "AlarmTracker",
     "CommandRequest",
@@ -92,6 +94,7 @@ __all__ = [
     "Negation",
     "NestingTooDeep",
     "PayloadTooLarge",
+    "RollingWindows",
     "Scalar",
     "StoreUnavailable",
     "Twin",
