@@ -22,6 +22,7 @@ from twinfleet.runtime import Runtime, RuntimeFleet
 from twinfleet.runtime.telemetry import ANOMALY_FLAG, ANOMALY_SCORE, Point, TelemetrySink
 from twinfleet.twins import (
     ALARM_STATES,
+    WINDOWS,
     InvalidPatch,
     PayloadTooLarge,
     TwinFilter,
@@ -30,6 +31,7 @@ from twinfleet.twins import (
     parse_filter,
     parse_timestamp,
     validate_device_id,
+    window_stats,
 )
 from twinfleet.twins.query import AllOf, TwinSelector
 
@@ -405,10 +407,22 @@ def create_app(
 
     @api.get("/twins/{twin_id}/windows", tags=["analytics"], dependencies=[allowed("twins:read")])
     async def twin_windows(twin_id: str) -> dict[str, Any]:
-        """Count, min, max and mean of each metric over the last 1 min, 5 min and 1 h."""
+        """Count, min, max and mean of each metric over the last 1 min, 5 min and 1 h.
+
+        Computed from the telemetry history of the last hour (readings measured up to now).
+        """
         validate_device_id(twin_id)
-        result: dict[str, Any] = await fleet.call(twin_id, "windows", twin_id)
-        return result
+        await fleet.call(twin_id, "get", twin_id)  # 404 for a twin that does not exist
+        if telemetry is None:
+            raise ApiError(
+                "not_found", "this platform keeps no telemetry history", field="telemetry"
+            )
+        now = time.time()
+        points = await asyncio.to_thread(
+            telemetry.query, twin_id, since=now - max(WINDOWS.values()), limit=1_000_000
+        )
+        readings = ((p.metric, p.ts, p.value) for p in points if not p.metric.startswith("$"))
+        return {"twin_id": twin_id, "now": now, "metrics": window_stats(readings, now)}
 
     @api.get("/aggregates", tags=["analytics"], dependencies=[allowed("twins:read")])
     async def aggregates(

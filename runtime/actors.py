@@ -33,7 +33,6 @@ DIRECT_METHODS = frozenset(
         "set_lifecycle",
         "set_model",
         "ack_alarm",
-        "windows",
     )
 )
 

@@ -314,13 +314,6 @@ class TwinHost:
         twin.set_model(self._models.create(name, params), now=now, info=info, bump=bump)
         return True
 
-    async def windows(self, twin_id: str) -> dict[str, Any]:
-        """The twin's rolling windows (count, min, max, mean per metric over 1 m, 5 m, 1 h)."""
-        self._ensure_started()
-        twin = await self._twin(twin_id)
-        now = self._clock()
-        return {"twin_id": twin_id, "now": now, "metrics": twin.windows.stats(now)}
-
     async def aggregate(self, by: str, metric: str | None = None) -> dict[str, list[float]]:
         """Per group of this host's active twins: ``[twins, online, anomalous, sum, n]``.
 

@@ -53,7 +53,7 @@ from .limits import (
 from .merge import delta, merge_patch, merge_timestamped
 from .query import TwinFilter
 from .twin import LIFECYCLE_STATES, MessageKind, ModelSlot, Twin
-from .windows import WINDOWS, RollingWindows
+from .windows import WINDOWS, window_stats
 
 __all__ = [
     "ALARM_STATES",
@@ -115,4 +115,5 @@ __all__ = [
     "parse_filter",
     "parse_timestamp",
     "validate_device_id",
+    "window_stats",
 ]

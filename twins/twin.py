@@ -35,7 +35,6 @@ from .merge import (
     validate_values,
     visible_stamps,
 )
-from .windows import RollingWindows
 
 __all__ = ["LIFECYCLE_STATES", "MessageKind", "ModelSlot", "Twin"]
 
@@ -127,7 +126,6 @@ class Twin:
         self.anomaly_since: float | None = None
         self.scored = 0  # readings its model has scored since activation (not saved)
         self.alarms = AlarmTracker()
-        self.windows = RollingWindows()
         self.alarm_changes: list[dict[str, Any]] = []  # raised/cleared by the last message
         # How the model was chosen: {"name", "version", "params", "source": default|family|twin}
         self.model_info: dict[str, Any] | None = None
@@ -225,7 +223,6 @@ class Twin:
             self._record_verdict(score, anomalous, ts)
             self.scored += 1
         if numeric:
-            self.windows.add(numeric, ts)
             self.alarm_changes = self.alarms.observe(
                 self.family.alarm_rules,
                 anomalous=self.anomalous,
@@ -549,7 +546,6 @@ class Twin:
         )
         twin.scored = 0
         twin.alarms = AlarmTracker.from_state(snap.get("alarms"))
-        twin.windows = RollingWindows()
         twin.alarm_changes = []
         saved = snap.get("model")
         twin._size_bound = MAX_DOCUMENT_BYTES + 1  # unknown: measured on the first message

@@ -28,7 +28,7 @@ def test_windows_and_aggregates(served: Served) -> None:
             DeviceMessage("agg-3", "telemetry", {"power": 2.5}, now, "t", "smart-meter"),
         ]
     )
-    served.runtime.flush()
+    served.runtime.persist()  # history (which the windows are computed from) written now
     with TwinClient(served.url, served.tokens["developer"]) as client:
         windows = client.windows("agg-1")
         minute = windows["metrics"]["temperature"]["1m"]
