@@ -102,12 +102,21 @@ class AlarmTracker:
         twin_id: str,
     ) -> list[dict[str, Any]]:
         """Count one reading against every rule; the alarms raised or cleared by it."""
-        changed = []
+        changed: list[dict[str, Any]] = []
+        streaks = self.streaks
         for rule in rules:
             bad = rule.bad(anomalous, values)
             if bad is None:
                 continue
-            streak = self.streaks.setdefault(rule.name, [0, 0, None])
+            if not bad and rule.name not in self.open:
+                # The common case, kept cheap: nothing open, nothing counting. A good reading
+                # only ends a bad streak (good ones are counted while an alarm is open).
+                if rule.name in streaks:
+                    del streaks[rule.name]
+                continue
+            streak = streaks.get(rule.name)
+            if streak is None:
+                streak = streaks[rule.name] = [0, 0, None]
             if bad:
                 streak[0] += 1
                 streak[1] = 0
@@ -140,6 +149,7 @@ class AlarmTracker:
                 alarm["state"] = "cleared"
                 alarm["cleared_at"] = ts
                 del self.open[rule.name]
+                del streaks[rule.name]
                 self.cleared = [*self.cleared, alarm][-_KEEP_CLEARED:]
                 changed.append(alarm)
         return changed

@@ -517,7 +517,9 @@ class Twin:
             if self.model is None
             else {"name": self.model.name, "state": self.model.state(), "info": self.model_info},
             "commands": list(self.commands.values()) if self.commands else None,
-            "alarms": self.alarms.state() if self.alarms.streaks else None,
+            "alarms": self.alarms.state()
+            if self.alarms.streaks or self.alarms.open or self.alarms.cleared
+            else None,
             "lifecycle": self.lifecycle,
         }
 
