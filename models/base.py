@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, is_dataclass
 from importlib.metadata import entry_points
-from typing import Any, NamedTuple, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, TypeVar, runtime_checkable
 
 from twinfleet.twins.errors import UnknownModel
 
@@ -30,11 +30,14 @@ __all__ = [
     "SelectedInputs",
     "TrainableModel",
     "Verdict",
+    "parameters",
 ]
 
 log = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "twinfleet.models"
+
+P = TypeVar("P")
 
 Reading = tuple[float, Mapping[str, float]]
 """One reading of history: its time (Unix seconds) and numeric metrics by name."""
@@ -213,3 +216,12 @@ class SelectedInputs:
 
 def _with_inputs(spec: ModelSpec, model: AnomalyModel) -> AnomalyModel:
     return SelectedInputs(model, frozenset(spec.inputs)) if spec.inputs else model
+
+
+def parameters(kind: type[P], params: Mapping[str, Any], model: str) -> P:
+    """A model's parameter dataclass from a plain mapping, naming unknown keys clearly."""
+    assert is_dataclass(kind)
+    unknown = set(params) - {f.name for f in fields(kind)}
+    if unknown:
+        raise ValueError(f"unknown {model} parameters: {', '.join(sorted(unknown))}")
+    return kind(**params)

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from .base import ModelSpec, Verdict
+from .base import ModelSpec, Verdict, parameters
 
 __all__ = ["EWMA_SPEC", "EwmaParams", "EwmaZScore"]
 
@@ -38,10 +38,7 @@ class EwmaParams:
     @classmethod
     def from_mapping(cls, params: Mapping[str, Any]) -> EwmaParams:
         """Parameters from a plain mapping, with a clear error for unknown names."""
-        unknown = set(params) - {"alpha", "threshold", "warmup", "min_std"}
-        if unknown:
-            raise ValueError(f"unknown ewma parameters: {', '.join(sorted(unknown))}")
-        return cls(**params)
+        return parameters(cls, params, "ewma")
 
 
 _DEFAULT_PARAMS = EwmaParams()

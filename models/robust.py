@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
-from .base import ModelSpec, Verdict
+from .base import ModelSpec, Verdict, parameters
 
 __all__ = ["MAD_SPEC", "MadParams", "MadZScore"]
 
@@ -93,11 +93,7 @@ class MadZScore:
     @classmethod
     def create(cls, params: Mapping[str, Any]) -> MadZScore:
         """A fresh model with ``params``."""
-        known = {f.name for f in fields(MadParams)}
-        unknown = set(params) - known
-        if unknown:
-            raise ValueError(f"unknown mad parameters: {', '.join(sorted(unknown))}")
-        return cls(MadParams(**params))
+        return cls(parameters(MadParams, params, "mad"))
 
 
 MAD_SPEC = ModelSpec(

@@ -9,10 +9,10 @@ never varied (a constant, a rarely moving counter while warming up) is not judge
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
-from .base import ModelSpec, Verdict
+from .base import ModelSpec, Verdict, parameters
 
 __all__ = ["STUCK_SPEC", "StuckParams", "StuckValue"]
 
@@ -89,11 +89,7 @@ class StuckValue:
     @classmethod
     def create(cls, params: Mapping[str, Any]) -> StuckValue:
         """A fresh model with ``params``."""
-        known = {f.name for f in fields(StuckParams)}
-        unknown = set(params) - known
-        if unknown:
-            raise ValueError(f"unknown stuck parameters: {', '.join(sorted(unknown))}")
-        return cls(StuckParams(**params))
+        return cls(parameters(StuckParams, params, "stuck"))
 
 
 STUCK_SPEC = ModelSpec(

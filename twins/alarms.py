@@ -26,7 +26,10 @@ _OPS: Final[Mapping[str, Callable[[float, float], bool]]] = {
     ">": operator.gt,
     ">=": operator.ge,
 }
-_KEEP_CLEARED: Final = 10  # cleared alarms a twin remembers, newest last
+_KEEP_CLEARED: Final = 10
+_NO_CHANGE: Final[
+    list[dict[str, Any]]
+] = []  # shared, never appended to  # cleared alarms a twin remembers, newest last
 
 
 class UnknownAlarm(TwinfleetError):
@@ -102,7 +105,7 @@ class AlarmTracker:
         twin_id: str,
     ) -> list[dict[str, Any]]:
         """Count one reading against every rule; the alarms raised or cleared by it."""
-        changed: list[dict[str, Any]] = []
+        changed: list[dict[str, Any]] = _NO_CHANGE  # a new list only when something changes
         streaks = self.streaks
         for rule in rules:
             bad = rule.bad(anomalous, values)
@@ -144,14 +147,14 @@ class AlarmTracker:
                         "acknowledged_at": None,
                         "cleared_at": None,
                     }
-                    changed.append(alarm)
+                    changed = [*changed, alarm]
             elif alarm is not None and not bad and streak[1] >= rule.clear_after:
                 alarm["state"] = "cleared"
                 alarm["cleared_at"] = ts
                 del self.open[rule.name]
                 del streaks[rule.name]
                 self.cleared = [*self.cleared, alarm][-_KEEP_CLEARED:]
-                changed.append(alarm)
+                changed = [*changed, alarm]
         return changed
 
     def acknowledge(self, alarm_id: str, *, who: str, now: float) -> tuple[dict[str, Any], bool]:

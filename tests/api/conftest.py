@@ -60,6 +60,7 @@ def serving(app: ASGIApp) -> Iterator[str]:
     deadline = time.monotonic() + 30
     while not server.started and time.monotonic() < deadline:
         time.sleep(0.05)
+    assert server.started, "the API did not start"
     try:
         yield f"http://127.0.0.1:{port}"
     finally:

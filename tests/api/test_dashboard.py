@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import re
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
 from twinfleet.api.app import create_app
 from twinfleet.api.auth import TokenStore
@@ -19,7 +16,7 @@ from twinfleet.runtime import DeviceMessage
 from twinfleet.runtime.stores import open_store
 from twinfleet.runtime.telemetry import open_telemetry
 
-from .conftest import T0, free_port
+from .conftest import T0, serving
 
 Served = Any  # the fixture's class lives in conftest.py
 
@@ -78,18 +75,8 @@ def dashboard(served: Served) -> Iterator[Dashboard]:
     tokens = TokenStore(open_store("memory://"))
     _, admin = tokens.create("admin")
     app = create_app(runtime, tokens, telemetry=open_telemetry(runtime.settings.telemetry))
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    try:
-        yield Dashboard(f"http://127.0.0.1:{port}", admin)
-    finally:
-        server.should_exit = True
-        thread.join(10)
+    with serving(app) as url:
+        yield Dashboard(url, admin)
 
 
 @pytest.fixture(scope="module")

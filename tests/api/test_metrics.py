@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import socket
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -13,7 +11,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -23,17 +20,13 @@ from twinfleet.api.metrics import HOST_COUNTERS, HOST_GAUGES, RuntimeCollector
 from twinfleet.runtime import DeviceMessage
 from twinfleet.runtime.stores import open_store
 
+from .conftest import serving
+
 Served = Any  # the shared fixture's class lives in conftest.py
 
 T0 = 1_800_000_000.0
 DASHBOARD = Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "twinfleet.json"
 Samples = dict[str, list[tuple[dict[str, str], float]]]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Metered:
@@ -82,19 +75,8 @@ def wait_for(scrape: Callable[[], Samples], done: Callable[[Samples], bool]) -> 
 def metered(served: Served) -> Iterator[Metered]:
     tokens = TokenStore(open_store("memory://"))
     app = create_app(served.runtime, tokens)  # create_app installs the metrics
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.started, "the metered API did not start"
-    try:
-        yield Metered(served.runtime, f"http://127.0.0.1:{port}", tokens.create("admin")[1])
-    finally:
-        server.should_exit = True
-        thread.join(10)
+    with serving(app) as url:
+        yield Metered(served.runtime, url, tokens.create("admin")[1])
 
 
 # -- over HTTP, on the shared Ray runtime ------------------------------------------------------
