@@ -15,7 +15,7 @@ from twinfleet.api.ratelimit import RequestLimiter
 from twinfleet.runtime.telemetry import open_telemetry
 from twinfleet.twins import TwinfleetError
 
-from .commands import devices, models, tokens, twins
+from .commands import alarms, devices, models, tokens, twins
 from .edges import EdgeOptions
 from .evaluate import EvaluationOptions, run_evaluation
 from .simulate import run_simulate
@@ -391,6 +391,7 @@ cli.add_command(twins)
 cli.add_command(devices)
 cli.add_command(tokens)
 cli.add_command(models)
+cli.add_command(alarms)
 
 
 def main() -> None:

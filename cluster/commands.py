@@ -1,5 +1,5 @@
-"""The ``twins``, ``devices`` and ``tokens`` commands: a running platform, through
-:class:`~twinfleet.client.TwinClient`.
+"""The ``twins``, ``devices``, ``tokens``, ``models`` and ``alarms`` commands: a running
+platform, through :class:`~twinfleet.client.TwinClient`.
 
 Every command takes ``--url``, ``--token`` (default: ``<data-dir>/admin.token``) and ``--json``,
 and exits with a code that says what happened (see :data:`EXIT_CODES`).
@@ -20,7 +20,7 @@ import click
 import httpx
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn
-from rich.table import Table
+from rich.table import Column, Table
 
 from twinfleet.client import (
     ApiError,
@@ -35,8 +35,9 @@ from twinfleet.client import (
     TwinClient,
     Unauthorized,
 )
+from twinfleet.twins import ALARM_STATES
 
-__all__ = ["EXIT_CODES", "devices", "models", "tokens", "twins"]
+__all__ = ["EXIT_CODES", "alarms", "devices", "models", "tokens", "twins"]
 
 OK, FAILED, USAGE, ACCEPTED, NOT_FOUND, AUTH, CONFLICT, UNAVAILABLE = 0, 1, 2, 3, 4, 5, 6, 7
 
@@ -180,7 +181,7 @@ def _tags(values: tuple[str, ...]) -> dict[str, str]:
     return {key: value for key, _, value in pairs}
 
 
-def _table(title: str, columns: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
+def _table(title: str, columns: tuple[str | Column, ...], rows: list[tuple[Any, ...]]) -> None:
     table = Table(*columns, title=title, title_justify="left")
     for row in rows:
         table.add_row(*("" if cell is None else str(cell) for cell in row))
@@ -521,4 +522,97 @@ def models_set(conn: Connection, twin_id: str, model: str, params: str) -> None:
     conn.show(
         doc,
         lambda: click.echo(f"{twin_id}: {anomaly['model']} ({anomaly['source']})"),
+    )
+
+
+# -- alarms -------------------------------------------------------------------------------------
+
+
+@click.group(epilog=EXIT_CODES)
+def alarms() -> None:
+    """List the alarms of a running platform and acknowledge them."""
+
+
+# Ids are never wrapped or cut: they are what `alarms ack` needs; the other columns wrap.
+_ALARM_COLUMNS: Final = (
+    Column("twin", no_wrap=True),
+    Column("alarm", no_wrap=True),
+    "rule",
+    "severity",
+    "state",
+    "raised at",
+    "acknowledged",
+)
+
+
+def _acknowledged(alarm: Mapping[str, Any]) -> str:
+    by = alarm.get("acknowledged_by")
+    return f"{by} at {_when(alarm.get('acknowledged_at'))}" if by else ""
+
+
+def _alarm_row(alarm: Mapping[str, Any]) -> tuple[Any, ...]:
+    return (
+        alarm.get("twin_id"),
+        alarm.get("id"),
+        alarm.get("rule"),
+        alarm.get("severity"),
+        alarm.get("state"),
+        _when(alarm.get("raised_at")),
+        _acknowledged(alarm),
+    )
+
+
+@alarms.command("list")
+@click.option(
+    "--state",
+    "states",
+    multiple=True,
+    type=click.Choice(ALARM_STATES),
+    help="Only alarms in this state (repeatable; default: active and acknowledged).",
+)
+@click.option("--severity", metavar="LEVEL", help="Only alarms of this severity, e.g. critical.")
+@click.option(
+    "--limit",
+    type=click.IntRange(1, 1000),
+    default=100,
+    show_default=True,
+    help="Twins with alarms per page (a twin may have several alarms).",
+)
+@click.option("--cursor", help="Start after this twin id (the previous page's `next`).")
+@click.option("--all", "every", is_flag=True, help="Page through the alarms of every twin.")
+@_platform
+def alarms_list(
+    conn: Connection,
+    *,
+    states: tuple[str, ...],
+    severity: str | None,
+    limit: int,
+    cursor: str | None,
+    every: bool,
+) -> None:
+    """List alarms, a page of twins at a time (or --all of them)."""
+    query: dict[str, Any] = {"states": states or None, "severity": severity, "limit": limit}
+    with conn.client() as fleet:
+        page = fleet.alarms(**query, cursor=cursor)
+        items, following = list(page.items), page.next
+        while every and following:
+            page = fleet.alarms(**query, cursor=following)
+            items, following = items + page.items, page.next
+    rows = [_alarm_row(alarm) for alarm in items]
+    title = f"{len(rows)} alarms" + (f" (more: --cursor {following} or --all)" if following else "")
+    conn.show({"items": items, "next": following}, lambda: _table(title, _ALARM_COLUMNS, rows))
+
+
+@alarms.command("ack")
+@click.argument("twin_id")
+@click.argument("alarm_id")
+@_platform
+def alarms_ack(conn: Connection, twin_id: str, alarm_id: str) -> None:
+    """Acknowledge an open alarm of a twin (exit 4 if the twin has no such alarm)."""
+    with conn.client() as fleet:
+        alarm = fleet.ack_alarm(twin_id, alarm_id)
+    by = _acknowledged(alarm)
+    conn.show(
+        alarm,
+        lambda: click.echo(f"{twin_id} {alarm_id}: {alarm['state']}" + (f" by {by}" if by else "")),
     )

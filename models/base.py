@@ -13,8 +13,11 @@ the entry-point group ``twinfleet.models`` (each entry point names a ``ModelSpec
 
 from __future__ import annotations
 
+import hashlib
 import logging
-from collections.abc import Callable, Iterator, Mapping, Sequence
+import pickle
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields, is_dataclass
 from importlib.metadata import entry_points
 from typing import Any, NamedTuple, Protocol, TypeVar, runtime_checkable
@@ -24,6 +27,10 @@ from twinfleet.twins.errors import UnknownModel
 __all__ = [
     "ENTRY_POINT_GROUP",
     "AnomalyModel",
+    "ArtifactBackend",
+    "BatchScoring",
+    "MemoryArtifacts",
+    "ModelArtifacts",
     "ModelRegistry",
     "ModelSpec",
     "Reading",
@@ -31,6 +38,8 @@ __all__ = [
     "TrainableModel",
     "Verdict",
     "parameters",
+    "prescore",
+    "replay",
 ]
 
 log = logging.getLogger(__name__)
@@ -78,6 +87,120 @@ class TrainableModel(AnomalyModel, Protocol):
     def fit(self, history: Sequence[Reading]) -> None:
         """Learn from ``history`` (oldest first), replacing what was learnt so far."""
         ...
+
+
+@runtime_checkable
+class BatchScoring(Protocol):
+    """A model whose readings a host scores many at a time (one numpy call per group).
+
+    Models with equal ``batch_group`` (say, twins sharing one fitted estimator) are scored
+    together by ``score_batch``; each then gets its verdict through ``prime`` and hands it out
+    when ``update`` sees those same values. ``batch_group`` None: score one by one.
+    """
+
+    batch_group: Hashable | None
+
+    def score_batch(self, readings: Sequence[Mapping[str, float]]) -> list[Verdict]:
+        """Verdicts for ``readings`` (of any models of this group), in order, learning nothing."""
+        ...
+
+    def prime(self, values: Mapping[str, float], verdict: Verdict) -> None:
+        """Keep ``verdict`` for the next ``update`` with these ``values``."""
+        ...
+
+
+def prescore(readings: Sequence[tuple[AnomalyModel, Mapping[str, float]]]) -> int:
+    """Score the readings of batch-scoring models group by group, ahead of their updates.
+
+    Other models are passed over. Returns how many readings were scored.
+    """
+    groups: dict[Hashable, list[tuple[BatchScoring, Mapping[str, float]]]] = {}
+    for model, values in readings:
+        group = getattr(model, "batch_group", None)
+        if group is not None:
+            groups.setdefault(group, []).append((model, values))  # type: ignore[arg-type]
+    scored = 0
+    for members in groups.values():
+        verdicts = members[0][0].score_batch([values for _, values in members])
+        for (member, values), verdict in zip(members, verdicts, strict=True):
+            member.prime(values, verdict)
+        scored += len(members)
+    return scored
+
+
+def replay(model: AnomalyModel, history: Sequence[Reading]) -> None:
+    """Stream ``history`` (oldest first) through ``model``: how streaming models ``fit``."""
+    for ts, values in history:
+        if values:
+            model.update(values, ts)
+
+
+class ArtifactBackend(Protocol):
+    """Where model artifacts live as bytes (the runtime keeps them in its state store)."""
+
+    def load_artifact(self, artifact_id: str) -> bytes | None:
+        """The bytes saved as ``artifact_id``, or None."""
+        ...
+
+    def save_artifact(self, artifact_id: str, blob: bytes) -> None:
+        """Keep ``blob`` as ``artifact_id`` (the same id always carries the same bytes)."""
+        ...
+
+
+class MemoryArtifacts:
+    """An in-process :class:`ArtifactBackend` (notebooks, tests, a single process)."""
+
+    def __init__(self) -> None:
+        self._blobs: dict[str, bytes] = {}
+
+    def load_artifact(self, artifact_id: str) -> bytes | None:
+        """The bytes of ``artifact_id``, if saved here."""
+        return self._blobs.get(artifact_id)
+
+    def save_artifact(self, artifact_id: str, blob: bytes) -> None:
+        """Keep ``blob``."""
+        self._blobs[artifact_id] = blob
+
+
+class ModelArtifacts:
+    """The large fitted parts of models (a trained forest), kept once and shared by twins.
+
+    A model's ``state`` names its artifact by id (the hash of its pickled bytes) instead of
+    carrying it, so a family of 100,000 twins holds one estimator, not 100,000 copies, and
+    their snapshots stay small. Artifacts are pickles: load them only from a backend you
+    trust (the platform's own state store), as with any pickled scikit-learn model.
+    """
+
+    def __init__(self, backend: ArtifactBackend | None = None, *, cache: int = 32) -> None:
+        self.backend: ArtifactBackend = backend if backend is not None else MemoryArtifacts()
+        self._cache: OrderedDict[str, Any] = OrderedDict()
+        self._size = cache
+
+    def put(self, value: Any) -> str:
+        """Save ``value``; its id."""
+        blob = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+        artifact_id = hashlib.sha256(blob).hexdigest()[:32]
+        self.backend.save_artifact(artifact_id, blob)
+        self._remember(artifact_id, value)
+        return artifact_id
+
+    def get(self, artifact_id: str) -> Any:
+        """The value saved as ``artifact_id`` (one shared object per id); KeyError if none."""
+        if artifact_id in self._cache:
+            self._cache.move_to_end(artifact_id)
+            return self._cache[artifact_id]
+        blob = self.backend.load_artifact(artifact_id)
+        if blob is None:
+            raise KeyError(f"no model artifact {artifact_id!r}")
+        value = pickle.loads(blob)  # noqa: S301 - our own store; see the class docstring
+        self._remember(artifact_id, value)
+        return value
+
+    def _remember(self, artifact_id: str, value: Any) -> None:
+        self._cache[artifact_id] = value
+        self._cache.move_to_end(artifact_id)
+        while len(self._cache) > self._size:
+            self._cache.popitem(last=False)
 
 
 @dataclass(frozen=True, slots=True)

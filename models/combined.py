@@ -6,10 +6,10 @@ scaled so that 1.0 sits on its own threshold. Each part learns as it would alone
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .base import ModelSpec, Verdict
+from .base import ModelSpec, Reading, Verdict
 from .ewma import EwmaZScore
 from .stuck import StuckValue
 
@@ -35,6 +35,11 @@ class Combined:
         if stuck.anomalous and (not z.anomalous or stuck.score > z_scaled):
             return Verdict(stuck.score, True, stuck.metric)
         return Verdict(max(z_scaled, stuck.score), z.anomalous, z.metric or stuck.metric)
+
+    def fit(self, history: Sequence[Reading]) -> None:
+        """Fit both parts on ``history``."""
+        self._ewma.fit(history)
+        self._stuck.fit(history)
 
     def state(self) -> dict[str, Any]:
         """Both parts' states."""

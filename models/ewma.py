@@ -7,11 +7,11 @@ statistics *before* the reading is learnt. Costs O(metrics) time and three numbe
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from .base import ModelSpec, Verdict, parameters
+from .base import ModelSpec, Reading, Verdict, parameters, replay
 
 __all__ = ["EWMA_SPEC", "EwmaParams", "EwmaZScore"]
 
@@ -82,6 +82,11 @@ class EwmaZScore:
             st[1] = (1.0 - alpha) * (var + diff * incr)
             st[2] = seen + 1.0
         return Verdict(best, best > self._params.threshold, best_metric)
+
+    def fit(self, history: Sequence[Reading]) -> None:
+        """Learn ``history`` (oldest first) from scratch, as if it had streamed in."""
+        self._stats = {}
+        replay(self, history)
 
     def state(self) -> dict[str, Any]:
         """Parameters and per-metric statistics, JSON-ready."""

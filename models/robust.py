@@ -8,11 +8,11 @@ per metric and reading.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from .base import ModelSpec, Verdict, parameters
+from .base import ModelSpec, Reading, Verdict, parameters, replay
 
 __all__ = ["MAD_SPEC", "MadParams", "MadZScore"]
 
@@ -72,6 +72,11 @@ class MadZScore:
                     best, best_metric = z, metric
             window.append(float(x))
         return Verdict(best, best > p.threshold, best_metric)
+
+    def fit(self, history: Sequence[Reading]) -> None:
+        """Fill the windows from ``history`` (oldest first), from scratch."""
+        self._windows = {}
+        replay(self, history)
 
     def state(self) -> dict[str, Any]:
         """Parameters and windows, JSON-ready."""

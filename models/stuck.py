@@ -8,11 +8,11 @@ never varied (a constant, a rarely moving counter while warming up) is not judge
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from .base import ModelSpec, Verdict, parameters
+from .base import ModelSpec, Reading, Verdict, parameters, replay
 
 __all__ = ["STUCK_SPEC", "StuckParams", "StuckValue"]
 
@@ -71,6 +71,11 @@ class StuckValue:
             if score > best:
                 best, best_metric = score, metric
         return Verdict(best, best > 1.0, best_metric)
+
+    def fit(self, history: Sequence[Reading]) -> None:
+        """Learn ``history`` (oldest first) from scratch, as if it had streamed in."""
+        self._stats = {}
+        replay(self, history)
 
     def state(self) -> dict[str, Any]:
         """Parameters and per-metric runs, JSON-ready."""

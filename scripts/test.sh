@@ -41,7 +41,7 @@ PY=${PYTHON:-python3}
 .venv/bin/python -m pip install -q -e '.[dev]'
 # An anomaly model from a package of its own (entry point twinfleet.models), as a data
 # scientist would ship one: the API tests assign it to twins.
-.venv/bin/python -m pip install -q --no-deps ./tests/plugins/twinfleet-level
+.venv/bin/python -m pip install -q --no-deps ./examples/twinfleet-level
 
 log "ruff"
 .venv/bin/ruff check .

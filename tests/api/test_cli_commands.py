@@ -1,4 +1,5 @@
-"""The ``twins``, ``devices`` and ``tokens`` commands against the API over real HTTP."""
+"""The ``twins``, ``devices``, ``tokens``, ``models`` and ``alarms`` commands against the API over
+real HTTP."""
 
 from __future__ import annotations
 
@@ -216,3 +217,53 @@ def test_models(served: Served) -> None:
     bad = run(served, "models", "assign", "patient-monitor", "nope", role="admin")
     assert bad.exit_code != 0
     assert "no anomaly model named 'nope'" in bad.output
+
+
+def test_alarms_listed_and_acknowledged(served: Served) -> None:
+    # patient monitors raise spo2-low (critical) after 2 readings below 90
+    served.runtime.ingest(
+        DeviceMessage("cli-alm-1", "telemetry", {"spo2": v}, T0 + 10 + k, "test", "patient-monitor")
+        for k, v in enumerate((97.0, 89.0, 88.0))
+    )
+    served.runtime.flush()
+
+    listed = run(served, "alarms", "list", "--json", role="viewer")
+    assert listed.exit_code == 0, listed.stderr
+    (alarm,) = [a for a in json.loads(listed.stdout)["items"] if a["twin_id"] == "cli-alm-1"]
+    assert (alarm["rule"], alarm["severity"], alarm["state"]) == ("spo2-low", "critical", "active")
+    table = run(served, "alarms", "list", "--severity", "critical", role="viewer")
+    assert table.exit_code == 0, table.stderr
+    assert f"cli-alm-1 │ {alarm['id']} │" in table.stdout  # ids whole, even 80 columns wide
+    none = run(served, "alarms", "list", "--severity", "info", "--json", role="viewer")
+    assert json.loads(none.stdout)["items"] == []
+
+    denied = run(served, "alarms", "ack", "cli-alm-1", alarm["id"], role="viewer")
+    assert failed_with(denied, 5, "forbidden")
+    acked = run(served, "alarms", "ack", "cli-alm-1", alarm["id"], "--json", role="operator")
+    assert acked.exit_code == 0, acked.stderr
+    done = json.loads(acked.stdout)
+    assert (done["id"], done["state"]) == (alarm["id"], "acknowledged")
+    assert done["acknowledged_by"]  # the token's name or id
+    assert done["acknowledged_at"] is not None
+
+    by_state = run(served, "alarms", "list", "--state", "acknowledged", "--json", role="viewer")
+    mine = [a for a in json.loads(by_state.stdout)["items"] if a["twin_id"] == "cli-alm-1"]
+    assert [(a["id"], a["state"]) for a in mine] == [(alarm["id"], "acknowledged")]
+    active = run(served, "alarms", "list", "--state", "active", "--json", role="viewer")
+    assert all(a["twin_id"] != "cli-alm-1" for a in json.loads(active.stdout)["items"])
+    # the table, on a terminal wide enough for every column
+    options = ["--url", served.url, "--token", served.tokens["viewer"]]
+    wide = CliRunner().invoke(
+        cli,
+        ["alarms", "list", "--state", "acknowledged", "--all", *options],
+        env={"COLUMNS": "160"},
+    )
+    line = next(row for row in wide.stdout.splitlines() if "cli-alm-1" in row)
+    assert all(word in line for word in (alarm["id"], "acknowledged", done["acknowledged_by"]))
+    shown = run(served, "alarms", "ack", "cli-alm-1", alarm["id"], role="operator")
+    assert shown.stdout.startswith(f"cli-alm-1 {alarm['id']}: acknowledged by ")
+
+    unknown = run(served, "alarms", "ack", "cli-alm-1", "nope", role="operator")
+    assert failed_with(unknown, 4, "alarm_not_found")
+    assert "no alarm 'nope'" in unknown.stderr
+    assert run(served, "alarms", "list", "--state", "sleeping").exit_code == 2

@@ -66,7 +66,7 @@ def test_models_are_listed_and_assigned_to_families_and_twins(served: Served) ->
 
 
 def test_a_model_from_an_installed_package_is_assigned_and_scores(served: Served) -> None:
-    """``twinfleet-level`` (tests/plugins, installed by the test command), by its entry point."""
+    """``twinfleet-level`` (examples/, installed by the test command), by its entry point."""
     served.runtime.ingest([meter("mdl-9", 0)])
     served.runtime.flush()
     with TwinClient(served.url, served.tokens["data-scientist"]) as scientist:

@@ -44,7 +44,7 @@ CONSTANT_SPEC = ModelSpec(
 def test_default_registry_knows_the_built_ins() -> None:
     registry = default_registry(plugins=False)
     assert "ewma" in registry
-    assert list(registry) == ["combined", "ewma", "mad", "stuck"]
+    assert list(registry) == ["combined", "ewma", "mad", "mahalanobis", "sklearn", "stuck"]
     assert registry.spec("ewma").describe()["params"]["threshold"] == 5.0
 
 
@@ -81,7 +81,7 @@ def test_unknown_model_names_the_known_ones() -> None:
 
 def test_unknown_model_on_restore_and_spec() -> None:
     registry = default_registry()
-    with pytest.raises(UnknownModel, match=r"known: combined, ewma, (level, )?mad, stuck") as info:
+    with pytest.raises(UnknownModel, match=r"known: combined, ewma, (level, )?mad, mahalanobis, sklearn, stuck") as info:
         registry.restore("iforest", {})
     assert info.value.field == "model"
     assert info.value.code == "unknown_model"

@@ -1,0 +1,137 @@
+"""Models trained on history: the multivariate detector, the scikit-learn wrapper, artifacts,
+batch scoring, and ``fit`` on the streaming built-ins."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from twinfleet.models import (
+    Mahalanobis,
+    MemoryArtifacts,
+    ModelArtifacts,
+    OutlierDetector,
+    Reading,
+    TrainableModel,
+    default_registry,
+    prescore,
+)
+
+
+def correlated(n: int, *, seed: int = 3) -> list[Reading]:
+    """Motor current ``a`` and temperature ``b`` that move together (b ~ 2a + 20)."""
+    rng = random.Random(seed)
+    out: list[Reading] = []
+    for i in range(n):
+        a = rng.gauss(10.0, 1.0)
+        out.append((float(i), {"a": a, "b": 2 * a + 20 + rng.gauss(0, 0.1)}))
+    return out
+
+
+def test_mahalanobis_flags_a_broken_relation_that_each_metric_alone_hides() -> None:
+    registry = default_registry(plugins=False)
+    multi = registry.create("mahalanobis")
+    ewma = registry.create("ewma")
+    for ts, values in correlated(400):
+        multi.update(values, ts)
+        ewma.update(values, ts)
+    broken = {"a": 11.0, "b": 38.0}  # a one sd high, b one sd low: normal apart, not together
+    assert not ewma.update(broken, 500.0).anomalous
+    verdict = multi.update(broken, 500.0)
+    assert verdict.anomalous
+    assert verdict.score > 6
+    assert not multi.update({"a": 11.0, "b": 42.0}, 501.0).anomalous
+
+
+def test_mahalanobis_fit_state_and_parameters() -> None:
+    model = Mahalanobis.create({"metrics": ["a", "b"], "warmup": 5})
+    assert isinstance(model, TrainableModel)
+    model.fit(correlated(300))
+    again = Mahalanobis.from_state(model.state())
+    assert again.state() == model.state()
+    assert again.update({"a": 11.0, "b": 38.0}, 1.0) == model.update({"a": 11.0, "b": 38.0}, 1.0)
+    assert model.update({"a": 1.0}, 2.0).score == 0.0  # without every metric: nothing to say
+    with pytest.raises(ValueError, match="at least two metrics"):
+        Mahalanobis.create({"metrics": ["a"]})
+    with pytest.raises(ValueError, match="unknown mahalanobis parameters: nope"):
+        Mahalanobis.create({"nope": 1})
+
+
+@pytest.mark.parametrize(
+    "estimator", ["isolation_forest", "lof", "one_class_svm", "elliptic_envelope"]
+)
+def test_sklearn_detectors_train_and_flag_an_outlier(estimator: str) -> None:
+    registry = default_registry(plugins=False)
+    model = registry.create("sklearn", {"estimator": estimator})
+    assert not model.update({"a": 100.0, "b": 0.0}, 0.0).anomalous  # untrained: flags nothing
+    assert isinstance(model, TrainableModel)
+    model.fit(correlated(500))
+    assert model.update({"a": 25.0, "b": -10.0}, 1.0).anomalous
+    assert not model.update({"a": 10.0, "b": 40.0}, 2.0).anomalous
+
+
+def test_sklearn_state_names_its_artifact_and_twins_share_one_estimator() -> None:
+    backend = MemoryArtifacts()
+    registry = default_registry(plugins=False, artifacts=ModelArtifacts(backend))
+    model = registry.create("sklearn", {"estimator": "isolation_forest"})
+    model.fit(correlated(300))
+    state = model.state()
+    assert set(state) == {"params", "artifact", "inputs"}  # no estimator inside
+    assert state["inputs"] == ["a", "b"]
+    assert backend.load_artifact(state["artifact"])
+    # Another process (empty cache, same backend) brings it back from the bytes.
+    elsewhere = default_registry(plugins=False, artifacts=ModelArtifacts(backend))
+    one, two = (elsewhere.restore("sklearn", state) for _ in range(2))
+    assert isinstance(one, OutlierDetector)
+    assert isinstance(two, OutlierDetector)
+    assert one.batch_group == two.batch_group == state["artifact"]
+    assert one.update({"a": 30.0, "b": 0.0}, 1.0) == model.update({"a": 30.0, "b": 0.0}, 1.0)
+    with pytest.raises(KeyError, match="no model artifact"):
+        default_registry(plugins=False).restore("sklearn", state)
+
+
+def test_sklearn_rejects_bad_parameters_and_short_history() -> None:
+    registry = default_registry(plugins=False)
+    with pytest.raises(ValueError, match="neither"):
+        registry.create("sklearn", {"estimator": "os.system"})
+    with pytest.raises(ValueError, match="no scikit-learn estimator"):
+        registry.create("sklearn", {"estimator": "sklearn.ensemble.NoSuchForest"})
+    with pytest.raises(ValueError, match="not an outlier detector"):
+        registry.create("sklearn", {"estimator": "sklearn.linear_model.LinearRegression"})
+    with pytest.raises(TypeError):
+        registry.create("sklearn", {"estimator": "lof", "options": {"no_such_option": 1}})
+    model = registry.create("sklearn", {"min_history": 100})
+    with pytest.raises(ValueError, match="100 needed"):
+        model.fit(correlated(20))
+
+
+def test_prescore_gives_each_reading_the_verdict_it_would_get_alone() -> None:
+    registry = default_registry(plugins=False)
+    trained = registry.create("sklearn")
+    trained.fit(correlated(300))
+    state = trained.state()
+    twins = [registry.restore("sklearn", state) for _ in range(50)]
+    ewma = registry.create("ewma")  # not batch-scored: passed over
+    readings = [(twin, {"a": 10.0 + i, "b": 40.0 - i}) for i, twin in enumerate(twins)]
+    assert prescore([*readings, (ewma, {"a": 1.0})]) == 50
+    alone = registry.restore("sklearn", state)
+    for twin, values in readings:
+        assert twin.update(values, 0.0) == alone.update(values, 0.0)
+    # A primed verdict for other values is not handed out for these.
+    twin = twins[0]
+    prescore([(twin, {"a": 30.0, "b": 0.0})])
+    assert twin.update({"a": 10.0, "b": 40.0}, 0.0) == alone.update({"a": 10.0, "b": 40.0}, 0.0)
+
+
+@pytest.mark.parametrize("name", ["ewma", "mad", "stuck", "combined"])
+def test_streaming_builtins_fit_as_if_the_history_had_streamed_in(name: str) -> None:
+    registry = default_registry(plugins=False)
+    history = correlated(200)
+    fitted, streamed = registry.create(name), registry.create(name)
+    assert isinstance(fitted, TrainableModel)
+    fitted.update({"a": 1e6}, -1.0)  # fit forgets what was learnt before
+    fitted.fit(history)
+    for ts, values in history:
+        streamed.update(values, ts)
+    assert fitted.state() == streamed.state()
