@@ -81,7 +81,9 @@ def test_unknown_model_names_the_known_ones() -> None:
 
 def test_unknown_model_on_restore_and_spec() -> None:
     registry = default_registry()
-    with pytest.raises(UnknownModel, match=r"known: combined, ewma, (level, )?mad, mahalanobis, sklearn, stuck") as info:
+    with pytest.raises(
+        UnknownModel, match=r"known: combined, ewma, (level, )?mad, mahalanobis, sklearn, stuck"
+    ) as info:
         registry.restore("iforest", {})
     assert info.value.field == "model"
     assert info.value.code == "unknown_model"
