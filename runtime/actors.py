@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import gc
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import ray
 
 from .events import Event, EventHub
 from .host import MODEL_ASSIGNMENT, HostSettings, TwinHost
+from .placement import Placement
 from .stores import open_store
 from .telemetry import open_telemetry
+from .training import History, TrainingRequest, run_training
 from .wire import Endpoint, HostServer
 
-__all__ = ["DIRECT_METHODS", "spawn_host", "spawn_hub"]
+__all__ = ["DIRECT_METHODS", "spawn_host", "spawn_hub", "spawn_training"]
 
 # The host methods callers may reach over a direct connection (``runtime/wire.py``): the
 # per-twin application calls. Ingest batches, queries and administration stay Ray calls.
@@ -131,3 +134,79 @@ def spawn_hub(*, capacity: int = 100_000, name: str | None = None) -> Any:
     return _EventHubActor.options(
         name=name, num_cpus=0, max_restarts=-1, max_concurrency=10_000
     ).remote(capacity=capacity)
+
+
+class _RayTrainingFleet:
+    """The fleet as a training job sees it: host actors, reached through Ray."""
+
+    def __init__(self, hosts: Sequence[tuple[str, Any]]) -> None:
+        self._hosts = dict(hosts)
+        self._placement = Placement(tuple(self._hosts))
+
+    def history(self, request: TrainingRequest) -> History:
+        bounds = {"since": request.since, "until": request.until, "limit": request.limit}
+        if request.twins:
+            owned: dict[str, list[str]] = {}
+            for twin_id in request.twins:
+                owned.setdefault(self._placement.owner(twin_id), []).append(twin_id)
+            refs = [
+                self._hosts[host].training_history.remote(twin_ids=ids, **bounds)
+                for host, ids in owned.items()
+            ]
+        else:
+            share = -(-request.max_twins // len(self._hosts))  # each host's part, rounded up
+            refs = [
+                host.training_history.remote(family=request.family, max_twins=share, **bounds)
+                for host in self._hosts.values()
+            ]
+        history: History = {}
+        for part in ray.get(refs):
+            history.update(part)
+        return history
+
+    def assign(self, family: str, assignment: Mapping[str, Any]) -> int:
+        refs = [h.set_family_model.remote(family, assignment) for h in self._hosts.values()]
+        return sum(ray.get(refs))
+
+    def set_models(
+        self, model: str, params: Mapping[str, Any], trained: Mapping[str, Mapping[str, Any]]
+    ) -> int:
+        refs = [
+            self._hosts[self._placement.owner(twin_id)].set_model.remote(
+                twin_id, model, params, trained=state
+            )
+            for twin_id, state in trained.items()
+        ]
+        ray.get(refs)
+        return len(refs)
+
+
+def _train(
+    job_id: str, request: TrainingRequest, hosts: Sequence[tuple[str, Any]], store_url: str
+) -> dict[str, Any]:
+    store = open_store(store_url)
+    try:
+        return run_training(job_id, request, _RayTrainingFleet(hosts), store)
+    finally:
+        store.close()
+
+
+_train_task = ray.remote(_train)
+
+
+def spawn_training(
+    job_id: str,
+    request: TrainingRequest,
+    *,
+    hosts: Sequence[tuple[str, Any]],
+    store_url: str,
+    num_cpus: float = 1,
+) -> Any:
+    """Run a training job as a Ray task beside the hosts; the ref of its final record.
+
+    It takes a CPU of its own in Ray's accounting (hosts take none), so jobs queue rather than
+    crowd a small node; it is not retried (a failed job says why in its record).
+    """
+    return _train_task.options(num_cpus=num_cpus, max_retries=0).remote(
+        job_id, request, tuple(hosts), store_url
+    )

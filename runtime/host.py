@@ -29,7 +29,7 @@ from typing import Any, ParamSpec, TypeVar
 
 import psutil
 
-from twinfleet.models import ModelRegistry, default_registry
+from twinfleet.models import ModelArtifacts, ModelRegistry, default_registry, prescore
 from twinfleet.twins import (
     FINAL_STATUSES,
     CommandRequest,
@@ -45,11 +45,19 @@ from twinfleet.twins.errors import InvalidPatch, StoreUnavailable, VersionConfli
 from twinfleet.twins.query import TwinSelector
 from twinfleet.twins.twin import ModelSlot
 
+from .artifacts import StoreArtifacts
 from .events import Event, EventSink
 from .messages import ApplyResult, DeviceMessage, Rejection
 from .placement import Placement
 from .stores import StateStore
-from .telemetry import ANOMALY_FLAG, ANOMALY_SCORE, Point, TelemetrySink, points_from_message
+from .telemetry import (
+    ANOMALY_FLAG,
+    ANOMALY_SCORE,
+    HistoryUnavailable,
+    Point,
+    TelemetrySink,
+    points_from_message,
+)
 
 __all__ = ["HostSettings", "QueryPage", "TwinHost", "desired_document"]
 
@@ -62,6 +70,7 @@ MODEL_ASSIGNMENT = "model-assignment"  # store items: family -> {"family", "mode
 _YIELD_EVERY = 128  # messages applied between two turns of the event loop
 # What an application write may change on a twin, put back if its commit fails.
 _UNDONE = ("desired", "desired_ts", "tags", "type", "family", "model", "model_info", "alarms")
+_PRESCORE_EVERY = 1024  # readings scored in one call by batch-scored models (a forest: ~6 ms/call)
 _MAX_PENDING_POINTS = 1_000_000  # history kept while the sink is down (about 100 MB)
 _SWEEP_STEP = 5000  # twins swept between two turns of the event loop
 
@@ -134,7 +143,8 @@ class TwinHost:
         self._waiters: dict[tuple[str, str], list[asyncio.Future[dict[str, Any]]]] = {}
         self._store = store
         self._settings = settings or HostSettings()
-        self._models = models or default_registry()
+        self._models = models or default_registry(artifacts=ModelArtifacts(StoreArtifacts(store)))
+        self._batch_scoring = False  # whether any twin here has a batch-scored model
         self._clock = clock
         self._twins: dict[str, Twin] = {}
         self._last_used: dict[str, float] = {}
@@ -267,21 +277,36 @@ class TwinHost:
         """``{"name", "params", "source"}`` of the model ``twin`` should have now."""
         info = twin.model_info
         if info is not None and info.get("source") == "twin":
-            return {"name": info["name"], "params": info.get("params") or {}, "source": "twin"}
+            chosen = {"name": info["name"], "params": info.get("params") or {}, "source": "twin"}
+            if info.get("trained"):
+                chosen["trained"] = info["trained"]
+            return chosen
         assigned = self._assignments.get(twin.family.name)
         if assigned is not None:
-            return {
+            chosen = {
                 "name": assigned["model"],
                 "params": assigned.get("params") or {},
                 "source": "family",
             }
+            if assigned.get("trained"):
+                chosen["trained"] = assigned["trained"]["id"]
+            return chosen
         return {"name": twin.family.default_model, "params": {}, "source": "default"}
 
-    def _reconcile_model(self, twin: Twin, now: float, *, bump: bool = True) -> bool:
+    def _reconcile_model(
+        self,
+        twin: Twin,
+        now: float,
+        *,
+        bump: bool = True,
+        trained: Mapping[str, Any] | None = None,
+    ) -> bool:
         """Give ``twin`` the model chosen for it if it has another; whether it changed.
 
         A twin keeps its model (and what it learnt) while name, parameters and version stay
-        the same; a change of assignment or an upgraded plugin starts a fresh one.
+        the same; a change of assignment, a new training or an upgraded plugin replaces it.
+        A trained model's version is the spec's and the training's id (``1+3f9a...``); it
+        starts from the trained state (``trained``, or its family assignment's).
         """
         chosen = self._chosen_model(twin)
         name, params = chosen["name"], chosen["params"]
@@ -297,6 +322,9 @@ class TwinHost:
             # An assigned model that this host cannot make (plugin missing here): keep the old.
             log.warning("host %s: assigned model %r is unknown here", self.host_id, name)
             return False
+        training = chosen.get("trained")
+        if training:
+            version = f"{version}+{training}"
         info = {**chosen, "version": version}
         current = twin.model_info
         if (
@@ -311,8 +339,37 @@ class TwinHost:
         if legacy and twin.model is not None and twin.model.name == name and not params:
             twin.model_info = info  # a snapshot from before models were versioned
             return False
-        twin.set_model(self._models.create(name, params), now=now, info=info, bump=bump)
+        model = self._new_model(twin, name, params, info, trained)
+        if getattr(model, "batch_group", None) is not None:
+            self._batch_scoring = True
+        twin.set_model(model, now=now, info=info, bump=bump)
         return True
+
+    def _new_model(
+        self,
+        twin: Twin,
+        name: str,
+        params: Mapping[str, Any],
+        info: dict[str, Any],
+        trained: Mapping[str, Any] | None,
+    ) -> ModelSlot:
+        """The model ``info`` describes: from its trained state when there is one."""
+        training = info.get("trained")
+        if training:
+            state = None
+            if trained is not None and trained.get("id") == training:
+                state = trained.get("state")
+            elif info["source"] == "family":
+                state = self._assignments[twin.family.name]["trained"].get("state")
+            if state is not None:
+                try:
+                    return self._models.restore(name, state)
+                except (KeyError, ValueError, TypeError) as err:
+                    log.warning("host %s: trained %s not restored: %s", self.host_id, name, err)
+            # The trained state is out of reach: an untrained model, and a version that says so.
+            info.pop("trained")
+            info["version"] = info["version"].partition("+")[0]
+        return self._models.create(name, params)
 
     async def aggregate(self, by: str, metric: str | None = None) -> dict[str, list[float]]:
         """Per group of this host's active twins: ``[twins, online, anomalous, sum, n]``.
@@ -338,6 +395,42 @@ class TwinHost:
                     group[3] += value
                     group[4] += 1
         return groups
+
+    async def training_history(
+        self,
+        *,
+        family: str | None = None,
+        twin_ids: Sequence[str] = (),
+        since: float | None = None,
+        until: float | None = None,
+        limit: int = 10_000,
+        max_twins: int = 1_000,
+    ) -> dict[str, list[tuple[float, dict[str, float]]]]:
+        """Readings from history for training: the named twins this host owns, or (``family``)
+        up to ``max_twins`` of its active twins of that family; per twin at most ``limit`` points
+        (the oldest of the range), as ``(ts, {metric: value})`` oldest first. Reserved ``$`` series
+        (anomaly scores) are left out. Queries run beside the event loop, not on it.
+        """
+        if self._telemetry is None:
+            raise HistoryUnavailable("this platform keeps no telemetry history to train on")
+        if twin_ids:
+            await self._activate([t for t in twin_ids if t not in self._twins])
+            chosen = [t for t in twin_ids if t in self._twins]
+        else:
+            chosen = [t.id for t in self._twins.values() if t.family.name == family][:max_twins]
+        await self.flush()  # readings waiting for the sink belong in the history too
+        history: dict[str, list[tuple[float, dict[str, float]]]] = {}
+        for twin_id in chosen:
+            points = await self._run(
+                self._telemetry.query, twin_id, since=since, until=until, limit=limit
+            )
+            readings: dict[float, dict[str, float]] = {}
+            for point in points:
+                if not point.metric.startswith("$"):
+                    readings.setdefault(point.ts, {})[point.metric] = point.value
+            if readings:
+                history[twin_id] = sorted(readings.items())
+        return history
 
     async def ack_alarm(self, twin_id: str, alarm_id: str, *, who: str) -> dict[str, Any]:
         """Acknowledge an open alarm of a twin, durably; the alarm as it is now."""
@@ -376,9 +469,17 @@ class TwinHost:
         return changed
 
     async def set_model(
-        self, twin_id: str, model: str | None, params: Mapping[str, Any] | None = None
+        self,
+        twin_id: str,
+        model: str | None,
+        params: Mapping[str, Any] | None = None,
+        *,
+        trained: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """Give one twin a model of its own (``model`` None: back to its family's), durably."""
+        """Give one twin a model of its own (``model`` None: back to its family's), durably.
+
+        ``trained`` (``{"id", "state"}``, from a training job) starts it from a trained state.
+        """
         if model is not None:
             try:
                 self._models.create(model, params or {})  # refuse bad names and params now
@@ -393,14 +494,19 @@ class TwinHost:
                 if model is None
                 else {"name": model, "params": dict(params or {}), "source": "twin"}
             )
-            return self._reconcile_model(twin, now) or True
+            if twin.model_info is not None and trained is not None:
+                twin.model_info["trained"] = trained["id"]
+            return self._reconcile_model(twin, now, trained=trained) or True
 
         doc: dict[str, Any] = await self._write(twin_id, change)
         return doc
 
     def _restore_model(self, name: str, state: Mapping[str, Any]) -> ModelSlot:
         try:
-            return self._models.restore(name, state)
+            model = self._models.restore(name, state)
+            if getattr(model, "batch_group", None) is not None:
+                self._batch_scoring = True
+            return model
         except (UnknownModel, ValueError, TypeError, KeyError):
             # A snapshot from a model that is gone (uninstalled plugin): start a fresh default.
             log.warning("host %s: cannot restore model %r; using a fresh ewma", self.host_id, name)
@@ -455,6 +561,8 @@ class TwinHost:
             if n % _YIELD_EVERY == _YIELD_EVERY - 1:
                 # Let application calls in between: a big batch must not stall them.
                 await asyncio.sleep(0)
+            if self._batch_scoring and n % _PRESCORE_EVERY == 0:
+                self._prescore(messages[n : n + _PRESCORE_EVERY])
             twin_id = msg[0]
             twin = twins.get(twin_id)
             if twin is None:
@@ -512,6 +620,25 @@ class TwinHost:
                 applied + more.applied, stale + more.stale, (*rejected, *more.rejected)
             )
         return ApplyResult(applied, stale, tuple(rejected))
+
+    def _prescore(self, messages: Sequence[DeviceMessage]) -> None:
+        """Score the readings of batch-scored models (one numpy call per group) ahead of time.
+
+        Each model hands its verdict out when the twin applies that reading; a reading the twin
+        takes otherwise (stale, say) is scored on its own then.
+        """
+        twins = self._twins
+        readings: list[tuple[Any, dict[str, float]]] = []
+        for msg in messages:
+            twin = twins.get(msg[0])
+            if twin is None or getattr(twin.model, "batch_group", None) is None:
+                continue
+            payload = msg[2]
+            values = {k: v for k, v in payload.items() if type(v) in (float, int) and k != "ts"}
+            if values:
+                readings.append((twin.model, values))
+        if readings:
+            prescore(readings)
 
     def _record_score(self, twin: Twin, was_anomalous: bool, when: float) -> None:
         """Keep the model's verdict in history: every score, and each flip of the flag."""

@@ -21,7 +21,7 @@ from twinfleet.twins import FAMILIES, TwinFilter, TwinfleetError, validate_devic
 from twinfleet.twins.errors import InvalidPatch
 from twinfleet.twins.query import TwinSelector
 
-from .actors import spawn_host, spawn_hub
+from .actors import spawn_host, spawn_hub, spawn_training
 from .client import FleetView, split
 from .events import Event
 from .host import MODEL_ASSIGNMENT, HostSettings, QueryPage
@@ -29,6 +29,13 @@ from .messages import DeviceMessage, IngestResult
 from .placement import Placement
 from .router import Router, RouterSettings
 from .stores import StateStore, open_store, resolve_store_url
+from .training import (
+    MODEL_TRAINING,
+    TrainingNotFound,
+    TrainingRequest,
+    new_training,
+    order_records,
+)
 
 __all__ = ["IngestResult", "Page", "Runtime", "RuntimeSettings", "TwinHandle"]
 
@@ -113,6 +120,7 @@ class Runtime:
         self.store_url = resolve_store_url(store)
         self._store: StateStore = open_store(self.store_url)
         self._models: ModelRegistry | None = None
+        self._trainings: dict[str, Any] = {}  # job id -> the ref of its Ray task (ours only)
         self._started_ray = False
         if not ray.is_initialized():
             options: dict[str, Any] = {
@@ -355,6 +363,77 @@ class Runtime:
         """Give one twin a model of its own (None: back to its family's); the twin document."""
         doc: dict[str, Any] = self._call(twin_id, "set_model", twin_id, model, params)
         return doc
+
+    def train(
+        self,
+        *,
+        family: str | None = None,
+        twins: Sequence[str] = (),
+        model: str | None = None,
+        params: Mapping[str, Any] | None = None,
+        scope: Literal["family", "twin"] = "family",
+        since: float | None = None,
+        until: float | None = None,
+        max_twins: int = 1_000,
+        wait: bool = False,
+    ) -> dict[str, Any]:
+        """Train a model on history as a Ray task beside the hosts; the job's record.
+
+        ``scope="family"`` fits one model on the family's readings and assigns it to the
+        family; ``scope="twin"`` fits each twin (``twins``, or the family's active ones) on its
+        own readings and gives it that model. ``model`` defaults to the family's current one.
+        Ingestion goes on meanwhile; the twins switch when the job is done. ``wait``: return
+        the finished record instead of the running one (see also :meth:`training`).
+        """
+        for twin_id in twins:
+            validate_device_id(twin_id)
+        if model is None:
+            if family is None:
+                raise InvalidPatch("name a model to train for these twins", field="model")
+            current = self._store.get_item(MODEL_ASSIGNMENT, family) if family in FAMILIES else None
+            model = current["model"] if current else FAMILIES[family].default_model
+            params = current.get("params", {}) if current and params is None else params
+        request = TrainingRequest(
+            model=model,
+            params=dict(params or {}),
+            family=family,
+            twins=tuple(twins),
+            scope=scope,
+            since=since,
+            until=until,
+            max_twins=max_twins,
+        )
+        record = new_training(self._store, self.models(), request)
+        ref = spawn_training(
+            record["id"], request, hosts=tuple(self._hosts.items()), store_url=self.store_url
+        )
+        self._trainings[record["id"]] = ref
+        if wait:
+            ray.get(ref)
+            return self.training(record["id"])
+        return record
+
+    def training(self, job_id: str) -> dict[str, Any]:
+        """The record of training job ``job_id`` (status running, succeeded or failed)."""
+        record = self._store.get_item(MODEL_TRAINING, job_id)
+        if record is None:
+            raise TrainingNotFound(f"no training job {job_id!r}", field="id")
+        ref = self._trainings.get(job_id)
+        if record["status"] == "running" and ref is not None:
+            ready, _ = ray.wait([ref], timeout=0)
+            if ready:
+                try:
+                    ray.get(ref)
+                except Exception as err:  # the task itself died (its worker killed, say)
+                    record.update(status="failed", error=f"the training task died: {err}")
+                    self._store.put_item(MODEL_TRAINING, job_id, record)
+                else:
+                    record = self._store.get_item(MODEL_TRAINING, job_id) or record
+        return record
+
+    def trainings(self, *, limit: int = 50) -> list[dict[str, Any]]:
+        """Training jobs, newest first."""
+        return order_records(self._store.list_items(MODEL_TRAINING))[:limit]
 
     def set_lifecycle(self, device_id: str, state: str) -> dict[str, Any]:
         """Suspend (``suspended``), resume (``active``) or retire (``decommissioned``) a device;
