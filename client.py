@@ -481,6 +481,18 @@ class _Calls:
         return _Call("PUT", path, _json, json={"model": model, "params": dict(params or {})})
 
     @staticmethod
+    def train(body: Mapping[str, Any]) -> _Call[dict[str, Any]]:
+        return _Call("POST", f"{_API}/models/training", _json, json=dict(body))
+
+    @staticmethod
+    def training(job_id: str) -> _Call[dict[str, Any]]:
+        return _Call("GET", f"{_API}/models/training/{quote(job_id, safe='')}", _json)
+
+    @staticmethod
+    def trainings(limit: int) -> _Call[list[dict[str, Any]]]:
+        return _Call("GET", f"{_API}/models/training", _items, params=[("limit", limit)])
+
+    @staticmethod
     def register_device(
         device_id: str, device_type: str | None, tags: Mapping[str, Any] | None
     ) -> _Call[dict[str, Any]]:
@@ -816,6 +828,39 @@ class TwinClient:
         """Give one twin a model of its own (None: back to its family's); the twin."""
         return self._send(_Calls.set_twin_model(twin_id, model, params))
 
+    def train(
+        self,
+        *,
+        family: str | None = None,
+        twins: Sequence[str] = (),
+        model: str | None = None,
+        params: Mapping[str, Any] | None = None,
+        scope: str = "family",
+        hours: float = 24.0,
+        since: float | None = None,
+        until: float | None = None,
+    ) -> dict[str, Any]:
+        """Start training a model on history (see ``POST /models/training``); the running job."""
+        body = _training_body(
+            twins,
+            params,
+            family=family,
+            model=model,
+            scope=scope,
+            hours=hours,
+            since=since,
+            until=until,
+        )
+        return self._send(_Calls.train(body))
+
+    def training(self, job_id: str) -> dict[str, Any]:
+        """A training job's record (``status`` running, succeeded or failed)."""
+        return self._send(_Calls.training(job_id))
+
+    def trainings(self, *, limit: int = 50) -> list[dict[str, Any]]:
+        """Training jobs, newest first."""
+        return self._send(_Calls.trainings(limit))
+
     def register_device(
         self,
         device_id: str,
@@ -1089,6 +1134,39 @@ class AsyncTwinClient:
         """Give one twin a model of its own (None: back to its family's); the twin."""
         return await self._send(_Calls.set_twin_model(twin_id, model, params))
 
+    async def train(
+        self,
+        *,
+        family: str | None = None,
+        twins: Sequence[str] = (),
+        model: str | None = None,
+        params: Mapping[str, Any] | None = None,
+        scope: str = "family",
+        hours: float = 24.0,
+        since: float | None = None,
+        until: float | None = None,
+    ) -> dict[str, Any]:
+        """Start training a model on history (see ``POST /models/training``); the running job."""
+        body = _training_body(
+            twins,
+            params,
+            family=family,
+            model=model,
+            scope=scope,
+            hours=hours,
+            since=since,
+            until=until,
+        )
+        return await self._send(_Calls.train(body))
+
+    async def training(self, job_id: str) -> dict[str, Any]:
+        """A training job's record (``status`` running, succeeded or failed)."""
+        return await self._send(_Calls.training(job_id))
+
+    async def trainings(self, *, limit: int = 50) -> list[dict[str, Any]]:
+        """Training jobs, newest first."""
+        return await self._send(_Calls.trainings(limit))
+
     async def register_device(
         self,
         device_id: str,
@@ -1143,3 +1221,14 @@ class AsyncTwinClient:
                 raise _ended()
             except httpx.TransportError as error:
                 await asyncio.sleep(stream.backoff(error))
+
+
+def _training_body(
+    twins: Sequence[str], params: Mapping[str, Any] | None, **fields: Any
+) -> dict[str, Any]:
+    """A ``POST /models/training`` body: the fields that are set."""
+    body: dict[str, Any] = {"twins": list(twins)}
+    body.update({k: v for k, v in fields.items() if v is not None})
+    if params is not None:
+        body["params"] = dict(params)
+    return body

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import orjson
 from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request, Response
@@ -78,6 +79,22 @@ class ModelIn(BaseModel):
 
     model: str = Field(min_length=1, max_length=100)
     params: dict[str, Any] = Field(default_factory=dict)
+
+
+class TrainingIn(BaseModel):
+    """A training job: a model fitted on a family's (or some twins') telemetry history."""
+
+    family: str | None = Field(default=None, max_length=64)
+    twins: list[Annotated[str, Field(max_length=128)]] = Field(
+        default_factory=list, max_length=10_000
+    )
+    model: str | None = Field(default=None, min_length=1, max_length=100)
+    params: dict[str, Any] | None = None
+    scope: Literal["family", "twin"] = "family"
+    since: float | None = Field(default=None, description="Unix seconds; default: hours ago")
+    until: float | None = None
+    hours: float = Field(default=24.0, gt=0, le=24 * 366, description="history used if no since")
+    max_twins: int = Field(default=1_000, ge=1, le=100_000)
 
 
 class TokenIn(BaseModel):
@@ -515,6 +532,46 @@ def create_app(
         """Back to the model of the twin's family."""
         validate_device_id(twin_id)
         return _document(await fleet.call(twin_id, "set_model", twin_id, None, None))
+
+    @api.post(
+        "/models/training",
+        tags=["models"],
+        status_code=202,
+        dependencies=[allowed("models:manage")],
+    )
+    async def start_training(body: TrainingIn) -> dict[str, Any]:
+        """Train a model on history beside the hosts; the running job (follow it by its id).
+
+        ``scope=family``: one model fitted on the family's readings becomes the family's model;
+        ``scope=twin``: each twin (``twins``, or the family's active ones) gets a model fitted
+        on its own readings. The model defaults to the family's current one.
+        """
+        since = body.since if body.since is not None else time.time() - body.hours * 3600
+        job: dict[str, Any] = await asyncio.to_thread(
+            functools.partial(
+                runtime.train,
+                family=body.family,
+                twins=body.twins,
+                model=body.model,
+                params=body.params,
+                scope=body.scope,
+                since=since,
+                until=body.until,
+                max_twins=body.max_twins,
+            )
+        )
+        return job
+
+    @api.get("/models/training", tags=["models"], dependencies=[allowed("twins:read")])
+    async def list_trainings(limit: int = Query(50, ge=1, le=1000)) -> dict[str, Any]:
+        """Training jobs, newest first."""
+        return {"items": await asyncio.to_thread(runtime.trainings, limit=limit)}
+
+    @api.get("/models/training/{job_id}", tags=["models"], dependencies=[allowed("twins:read")])
+    async def get_training(job_id: str) -> dict[str, Any]:
+        """One training job: running, succeeded (what it trained) or failed (why)."""
+        job: dict[str, Any] = await asyncio.to_thread(runtime.training, job_id)
+        return job
 
     @api.post("/tokens", tags=["tokens"], status_code=201, dependencies=[allowed("tokens:manage")])
     async def create_token(body: TokenIn) -> dict[str, Any]:

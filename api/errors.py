@@ -23,6 +23,7 @@ HTTP_STATUS: Final[Mapping[str, int]] = MappingProxyType(
         "command_not_found": 404,
         "not_found": 404,
         "alarm_not_found": 404,
+        "training_not_found": 404,
         "history_unavailable": 404,
         "conflict": 409,
         "version_conflict": 412,

@@ -525,6 +525,100 @@ def models_set(conn: Connection, twin_id: str, model: str, params: str) -> None:
     )
 
 
+@models.command("train")
+@click.option("--family", help="Train on this family's history.")
+@click.option("--twin", "twins", multiple=True, help="Train on this twin's history (repeatable).")
+@click.option("--model", help="The model to train (default: the family's current model).")
+@click.option("--params", default=None, metavar="JSON", help="The model's parameters.")
+@click.option(
+    "--scope",
+    type=click.Choice(["family", "twin"]),
+    default="family",
+    show_default=True,
+    help="One model for the family, or one per twin on its own history.",
+)
+@click.option(
+    "--hours",
+    type=click.FloatRange(min=0, min_open=True),
+    default=24.0,
+    show_default=True,
+    help="History used: the last HOURS.",
+)
+@click.option("--wait/--no-wait", default=True, show_default=True, help="Wait for the job to end.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0),
+    default=600.0,
+    show_default=True,
+    help="Seconds to wait.",
+)
+@_platform
+def models_train(  # noqa: PLR0917 - click passes every option by name
+    conn: Connection,
+    family: str | None,
+    twins: tuple[str, ...],
+    model: str | None,
+    params: str | None,
+    scope: str,
+    hours: float,
+    wait: bool,
+    timeout: float,
+) -> None:
+    """Train a model on history beside the running twins, then swap it in.
+
+    Exits 1 if the job fails (the reason is printed), 3 if it is still running.
+    """
+    values = _json_object(params, "--params") if params is not None else None
+    with conn.client() as fleet:
+        job = fleet.train(
+            family=family, twins=twins, model=model, params=values, scope=scope, hours=hours
+        )
+        deadline = time.monotonic() + timeout
+        while wait and job["status"] == "running" and time.monotonic() < deadline:
+            time.sleep(0.5)
+            job = fleet.training(job["id"])
+
+    def human() -> None:
+        what = f"{job['model']} on {job['family'] or ', '.join(job['twins'])} ({job['scope']})"
+        click.echo(f"training {job['id']}: {what}: {job['status']}")
+        if job["status"] == "succeeded":
+            click.echo(
+                f"version {job['version']}: {job['twins_trained']} twins trained on "
+                f"{job['readings']} readings in {job['seconds']:.1f} s"
+            )
+        for twin_id, why in job.get("skipped", {}).items():
+            click.echo(f"skipped {twin_id}: {why}", err=True)
+        if job["error"]:
+            click.echo(f"failed: {job['error']}", err=True)
+
+    conn.show(job, human)
+    if job["status"] != "succeeded":
+        raise SystemExit(FAILED if job["status"] == "failed" else ACCEPTED)
+
+
+@models.command("trainings")
+@click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True)
+@_platform
+def models_trainings(conn: Connection, limit: int) -> None:
+    """Training jobs, newest first."""
+    with conn.client() as fleet:
+        jobs = fleet.trainings(limit=limit)
+    columns = (Column("job", no_wrap=True), "model", "on", "scope", "status", "twins", "readings")
+    rows = [
+        (
+            j["id"],
+            j["model"],
+            j["family"] or ", ".join(j["twins"]),
+            j["scope"],
+            j["status"] if not j["error"] else f"{j['status']}: {j['error']}",
+            str(j["twins_trained"]),
+            str(j["readings"]),
+        )
+        for j in jobs
+    ]
+    conn.show({"items": jobs}, lambda: _table(f"{len(rows)} training jobs", columns, rows))
+
+
 # -- alarms -------------------------------------------------------------------------------------
 
 

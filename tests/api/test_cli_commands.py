@@ -267,3 +267,55 @@ def test_alarms_listed_and_acknowledged(served: Served) -> None:
     assert failed_with(unknown, 4, "alarm_not_found")
     assert "no alarm 'nope'" in unknown.stderr
     assert run(served, "alarms", "list", "--state", "sleeping").exit_code == 2
+
+
+def test_models_train(served: Served) -> None:
+    rows = [
+        DeviceMessage(
+            f"cli-tr-{i}",
+            "telemetry",
+            {"power": 2.0 + k % 7, "voltage": 230.0 + k % 5},
+            T0 + k,
+            "test",
+            "smart-meter",
+        )
+        for k in range(60)
+        for i in range(3)
+    ]
+    served.runtime.ingest(rows)
+    served.runtime.flush()
+    done = run(
+        served,
+        "models",
+        "train",
+        "--family",
+        "smart-meter",
+        "--model",
+        "mahalanobis",
+        role="data-scientist",
+    )
+    assert done.exit_code == 0, done.output
+    assert "succeeded" in done.output
+    assert "3 twins trained on 180 readings" in done.output
+    listed = run(served, "models", "trainings", "--json", role="viewer")
+    job = json.loads(listed.output)["items"][0]
+    assert (job["model"], job["status"]) == ("mahalanobis", "succeeded")
+    table = run(served, "models", "trainings", role="viewer")
+    assert job["id"] in table.output
+    short = run(
+        served,
+        "models",
+        "train",
+        "--twin",
+        "cli-tr-0",
+        "--scope",
+        "twin",
+        "--model",
+        "sklearn",
+        "--params",
+        '{"min_history": 500}',
+        role="data-scientist",
+    )
+    assert short.exit_code == 1
+    assert "500 needed" in short.output
+    run(served, "models", "assign", "smart-meter", "default", role="admin")

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
-from twinfleet.client import Forbidden, InvalidRequest, TwinClient
+from twinfleet.client import Forbidden, InvalidRequest, NotFound, TwinClient
 from twinfleet.runtime import DeviceMessage
 
 from .conftest import T0, Served
@@ -81,3 +83,48 @@ def test_a_model_from_an_installed_package_is_assigned_and_scores(served: Served
         assert anomaly["anomalous"] is True
         assert anomaly["score"] == 2.0
         assert anomaly["since"] == T0 + 9
+
+
+def tracker(twin_id: str, k: int, *, speed: float | None = None) -> DeviceMessage:
+    """A vehicle whose fuel falls as it drives and whose engine warms with speed."""
+    v = 60.0 + (k * 37 % 41) if speed is None else speed
+    payload = {"speed": v, "engine_temperature": 70.0 + v / 10.0, "fuel": 80.0 - k * 0.01}
+    return DeviceMessage(twin_id, "telemetry", payload, T0 + k, "test", "vehicle-tracker")
+
+
+def test_a_model_is_trained_on_history_through_the_api(served: Served) -> None:
+    ids = [f"trk-{i}" for i in range(4)]
+    served.runtime.ingest([tracker(t, k) for k in range(80) for t in ids])
+    served.runtime.flush()
+    with (
+        TwinClient(served.url, served.tokens["data-scientist"]) as scientist,
+        TwinClient(served.url, served.tokens["viewer"]) as viewer,
+    ):
+        with pytest.raises(Forbidden):
+            viewer.train(family="vehicle-tracker", model="mahalanobis")
+        job = scientist.train(family="vehicle-tracker", model="sklearn", params={})
+        assert (job["status"], job["scope"], job["model"]) == ("running", "family", "sklearn")
+        for _ in range(600):
+            job = viewer.training(job["id"])
+            if job["status"] != "running":
+                break
+            time.sleep(0.1)
+        assert job["status"] == "succeeded", job["error"]
+        assert job["twins_trained"] == 4
+        assert job["readings"] == 320
+        assert job["id"] in [j["id"] for j in viewer.trainings()]
+        anomaly = viewer.twin("trk-2")["anomaly"]
+        assert (anomaly["model"], anomaly["version"]) == ("sklearn", job["version"])
+        served.runtime.ingest([tracker("trk-2", 500, speed=200.0)])
+        served.runtime.flush()
+        assert viewer.twin("trk-2")["anomaly"]["anomalous"]
+
+        with pytest.raises(InvalidRequest, match="cannot be trained"):
+            scientist.train(family="vehicle-tracker", model="level")
+        with pytest.raises(InvalidRequest, match="names a family and no twins"):
+            scientist.train(twins=["trk-1"], model="ewma")
+        with pytest.raises(InvalidRequest):
+            scientist.train(family="vehicle-tracker", scope="nope")
+        with pytest.raises(NotFound, match="no training job"):
+            viewer.training("nope")
+        scientist.assign_model("vehicle-tracker", None)

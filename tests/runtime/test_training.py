@@ -116,12 +116,15 @@ def test_a_family_model_trains_while_twins_ingest_and_is_swapped_in(
     # The trained model judges: a motor drawing far too much current for its speed.
     late = T0 + 100_000
     runtime.ingest([DeviceMessage("motor-3", "telemetry", reading(random.Random(3)), late)])
+    runtime.flush()
     assert not runtime.twin("motor-3").get()["anomaly"]["anomalous"]
     odd = {"motor_rpm": 3000.0, "motor_current": 160.0, "temperature": 70.0}
     runtime.ingest([DeviceMessage("motor-3", "telemetry", odd, late + 1)])
+    runtime.flush()
     assert runtime.twin("motor-3").get()["anomaly"]["anomalous"]
     # A twin of the family that did not exist then gets the trained model too.
     runtime.ingest([DeviceMessage("motor-new", "telemetry", odd, late, "test", FAMILY)])
+    runtime.flush()
     fresh = runtime.twin("motor-new").get()["anomaly"]
     assert (fresh["version"], fresh["anomalous"]) == (f"1+{job['id']}", True)
     assignment = {a["family"]: a for a in runtime.model_assignments()}[FAMILY]
@@ -166,6 +169,7 @@ def test_a_trained_model_survives_a_restart(tmp_path: Path) -> None:
         assert runtime.twin("keep-b").get()["anomaly"]["version"] == f"1+{own['id']}"
         # A twin woken for the first time on this run also starts from the trained state.
         runtime.ingest(history(["keep-c"], 1, t0=T0 + 9_000))
+        runtime.flush()
         assert runtime.twin("keep-c").get()["anomaly"]["version"] == f"1+{family['id']}"
 
 
