@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Literal
 
 import click
 from rich.console import Console
@@ -17,7 +18,7 @@ from twinfleet.twins import TwinfleetError
 
 from .commands import alarms, devices, models, tokens, twins
 from .edges import EdgeOptions
-from .evaluate import EvaluationOptions, run_evaluation
+from .evaluate import EvaluationOptions, ModelChoice, run_evaluation
 from .simulate import run_simulate
 from .up import UpOptions, run_up
 
@@ -350,11 +351,28 @@ def simulate(  # noqa: PLR0917 - click passes options positionally
 )
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option(
+    "--train-hours",
+    type=click.FloatRange(min=0),
+    default=1.0,
+    show_default=True,
+    help="The first hours of the replay train the models and are not scored (less than "
+    "--hours; 0: no training).",
+)
+@click.option(
+    "--train-scope",
+    type=click.Choice(["family", "twin"]),
+    default="family",
+    show_default=True,
+    help="Fit a trainable model once per device family on all its devices' readings, "
+    "or each device on its own.",
+)
+@click.option(
     "--model",
     "models",
     multiple=True,
-    metavar="NAME",
-    help="A model to evaluate (repeatable; default: every installed model).",
+    metavar="NAME[:JSON]",
+    help="A model to evaluate, with parameters as a JSON object: 'mad:{\"threshold\": 8}' "
+    "(repeatable, also one name with different parameters; default: every installed model).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
 def evaluate(  # noqa: PLR0917 - click passes options positionally
@@ -363,13 +381,17 @@ def evaluate(  # noqa: PLR0917 - click passes options positionally
     interval: float,
     anomaly_rate: float,
     seed: int,
+    train_hours: float,
+    train_scope: Literal["family", "twin"],
     models: tuple[str, ...],
     as_json: bool,
 ) -> None:
     """Score anomaly models on the simulator's labelled spikes, drifts and stuck values.
 
-    Prints precision, recall and F1 per kind and family for each model (built-in or installed
-    from a plugin package), so a new model can be compared with the built-ins.
+    The first --train-hours fit the models that learn from history (the others stream through
+    them); the rest is scored. Prints precision, recall and F1 per kind and family for each
+    model (built-in or installed from a plugin package), and a summary of all of them, so a
+    new model, or a model with other parameters, can be compared with the built-ins.
     """
     try:
         options = EvaluationOptions(
@@ -378,7 +400,9 @@ def evaluate(  # noqa: PLR0917 - click passes options positionally
             interval_s=interval,
             anomaly_rate=anomaly_rate,
             seed=seed,
-            models=models,
+            train_hours=train_hours,
+            train_scope=train_scope,
+            models=tuple(ModelChoice.parse(text) for text in models),
         )
         figures = run_evaluation(options, console=Console(stderr=True) if as_json else None)
     except (ValueError, TwinfleetError) as err:

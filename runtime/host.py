@@ -71,6 +71,7 @@ _YIELD_EVERY = 128  # messages applied between two turns of the event loop
 # What an application write may change on a twin, put back if its commit fails.
 _UNDONE = ("desired", "desired_ts", "tags", "type", "family", "model", "model_info", "alarms")
 _PRESCORE_EVERY = 1024  # readings scored in one call by batch-scored models (a forest: ~6 ms/call)
+_WRITE_CHUNK = 20_000  # history points per sink write
 _MAX_PENDING_POINTS = 1_000_000  # history kept while the sink is down (about 100 MB)
 _SWEEP_STEP = 5000  # twins swept between two turns of the event loop
 
@@ -409,7 +410,8 @@ class TwinHost:
         """Readings from history for training: the named twins this host owns, or (``family``)
         up to ``max_twins`` of its active twins of that family; per twin at most ``limit`` points
         (the oldest of the range), as ``(ts, {metric: value})`` oldest first. Reserved ``$`` series
-        (anomaly scores) are left out. Queries run beside the event loop, not on it.
+        (anomaly scores) are left out. What the sink has (up to the last flush) is what counts;
+        queries run beside the event loop, not on it.
         """
         if self._telemetry is None:
             raise HistoryUnavailable("this platform keeps no telemetry history to train on")
@@ -418,7 +420,6 @@ class TwinHost:
             chosen = [t for t in twin_ids if t in self._twins]
         else:
             chosen = [t.id for t in self._twins.values() if t.family.name == family][:max_twins]
-        await self.flush()  # readings waiting for the sink belong in the history too
         history: dict[str, list[tuple[float, dict[str, float]]]] = {}
         for twin_id in chosen:
             points = await self._run(
@@ -607,6 +608,8 @@ class TwinHost:
                 dirty.add(twin_id)  # presence changed, even if no value did
                 self._emit("presence", twin_id, self._presence_data(twin))
         self._sample_delays(messages, self._clock())
+        if len(self._points) > _MAX_PENDING_POINTS:
+            self._bound_history()
         for rejection, protocol in zip(rejected, protocols, strict=True):
             data = {"code": rejection.code, "message": rejection.message, "protocol": protocol}
             self._emit("rejected", rejection.device_id, data)
@@ -620,6 +623,16 @@ class TwinHost:
                 applied + more.applied, stale + more.stale, (*rejected, *more.rejected)
             )
         return ApplyResult(applied, stale, tuple(rejected))
+
+    def _bound_history(self) -> None:
+        """Drop the oldest waiting history points beyond the bound (counted): a sink that is
+        down or slower than the devices must not grow a host without end."""
+        excess = len(self._points) - _MAX_PENDING_POINTS
+        if excess > 0:
+            del self._points[:excess]
+            self._counters["history_dropped"] += excess
+            if not self._history_failing:
+                log.warning("host %s: history sink behind, oldest points dropped", self.host_id)
 
     def _prescore(self, messages: Sequence[DeviceMessage]) -> None:
         """Score the readings of batch-scored models (one numpy call per group) ahead of time.
@@ -1136,24 +1149,23 @@ class TwinHost:
 
         Telemetry history waiting since the last flush is written first.
         """
-        if self._points and self._telemetry is not None:
-            points, self._points = self._points, []
+        while self._points and self._telemetry is not None:
+            # In chunks: snapshots and history queries take turns on the IO thread meanwhile.
+            points = self._points[:_WRITE_CHUNK]
+            del self._points[:_WRITE_CHUNK]
             try:
                 await self._run(self._telemetry.write, points)
             except Exception as err:
-                # Kept for the next flush (the sink may be restarting), up to a bound: the
-                # oldest go first, counted, when an outage outlasts it.
+                # Kept for the next flush (the sink may be restarting), up to a bound.
                 self._points = points + self._points
-                excess = len(self._points) - _MAX_PENDING_POINTS
-                if excess > 0:
-                    del self._points[:excess]
-                    self._counters["history_dropped"] += excess
+                self._bound_history()
                 self._counters["history_errors"] += 1
                 if not self._history_failing:
                     log.warning(
                         "host %s: telemetry history not written, retrying: %s", self.host_id, err
                     )
                 self._history_failing = True
+                break
             else:
                 self._counters["history_points"] += len(points)
                 if self._history_failing:

@@ -169,6 +169,7 @@ def run_training(
     started = time.time()
     try:
         history = fleet.history(request)
+        record["history_seconds"] = round(time.time() - started, 3)
         if not history:
             where = request.family or ", ".join(request.twins)
             raise ValueError(f"no telemetry history of {where} in the requested range")
@@ -177,7 +178,9 @@ def run_training(
             assert request.family is not None  # checked by the request
             model = registry.create(request.model, request.params)
             assert isinstance(model, TrainableModel)  # checked by new_training
+            fitting = time.time()
             model.fit([reading for twin in sorted(history) for reading in history[twin]])
+            record["fit_seconds"] = round(time.time() - fitting, 3)
             assignment = {
                 "family": request.family,
                 "model": request.model,
@@ -196,6 +199,7 @@ def run_training(
         else:
             trained: dict[str, dict[str, Any]] = {}
             skipped: dict[str, str] = {}
+            fitting = time.time()
             for twin_id, readings in sorted(history.items()):
                 model = registry.create(request.model, request.params)
                 assert isinstance(model, TrainableModel)
@@ -205,6 +209,7 @@ def run_training(
                     skipped[twin_id] = str(err)
                     continue
                 trained[twin_id] = {"id": job_id, "state": model.state()}
+            record["fit_seconds"] = round(time.time() - fitting, 3)
             if not trained:
                 raise ValueError(f"no twin could be trained: {next(iter(skipped.values()))}")
             record["switched"] = fleet.set_models(request.model, request.params, trained)

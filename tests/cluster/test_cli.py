@@ -262,12 +262,20 @@ def test_up_with_an_external_broker_takes_devices_over_mqtt_and_coap(tmp_path: P
 
 
 def test_evaluate_scores_every_installed_model(tmp_path: Path) -> None:
-    done = _run("evaluate", "--devices", "10", "--hours", "1", "--json", cwd=tmp_path, timeout=120)
+    done = _run(
+        "evaluate",
+        *("--devices", "10", "--hours", "1", "--train-hours", "0.5", "--json"),
+        cwd=tmp_path,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     figures = json.loads(done.stdout)
     assert figures["readings"] == 10 * 360
+    assert figures["scored_readings"] == figures["training"]["readings"] == 10 * 180
     assert sum(figures["anomalies"].values()) > 0
-    assert {"ewma", "mad", "stuck"} <= set(figures["models"])
+    assert {"combined", "ewma", "mad", "mahalanobis", "sklearn", "stuck"} <= set(figures["models"])
+    assert figures["models"]["sklearn"]["fitted"] == 5  # trained per family, then scored
+    assert figures["models"]["ewma"]["overall"]["readings"] == 10 * 180
     for model in figures["models"].values():
         overall = model["overall"]
         assert 0.0 <= overall["precision"] <= 1.0
@@ -285,10 +293,14 @@ def test_evaluate_scores_every_installed_model(tmp_path: Path) -> None:
     stuck = figures["models"]["stuck"]["overall"]
     assert stuck["spike"]["found"] == 0
     assert "model stuck" in done.stderr  # the tables go to stderr with --json
+    assert "all models, all families" in done.stderr
 
 
 def test_evaluate_names_the_known_models_for_an_unknown_one(tmp_path: Path) -> None:
     done = _run("evaluate", "--model", "nope", cwd=tmp_path, timeout=QUICK_TIMEOUT_S)
     assert done.returncode == 2
-    known = r"no anomaly model named 'nope' \(known: combined, ewma, (level, )?mad, stuck\)"
+    known = (
+        r"no anomaly model named 'nope' "
+        r"\(known: combined, ewma, (level, )?mad, mahalanobis, sklearn, stuck\)"
+    )
     assert re.search(known, done.stderr), done.stderr

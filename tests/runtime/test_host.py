@@ -12,11 +12,13 @@ from typing import Any
 import pytest
 
 from twinfleet.models import default_registry
+from twinfleet.runtime import host as host_module
 from twinfleet.runtime.host import HostSettings, TwinHost
 from twinfleet.runtime.messages import ApplyResult, DeviceMessage
 from twinfleet.runtime.placement import Placement
 from twinfleet.runtime.stores import MemoryStore, StateStore
 from twinfleet.runtime.stores.base import Change
+from twinfleet.runtime.telemetry import MemoryTelemetrySink
 from twinfleet.twins import (
     InvalidDeviceId,
     InvalidPatch,
@@ -1042,7 +1044,9 @@ async def test_a_sleeping_twin_wakes_up_with_the_model_assigned_meanwhile(
 
 async def test_bad_model_assignments_are_refused(host: TwinHost) -> None:
     await host.apply([tele("m-1", device_type="smart-meter", power=1.0)])
-    with pytest.raises(UnknownModel, match=r"known: combined, ewma, (level, )?mad, stuck"):
+    with pytest.raises(
+        UnknownModel, match=r"known: combined, ewma, (level, )?mad, mahalanobis, sklearn, stuck"
+    ):
         await host.set_model("m-1", "nope")
     with pytest.raises(InvalidPatch, match="unknown mad parameters: nope"):
         await host.set_model("m-1", "mad", {"nope": 1})
@@ -1056,3 +1060,43 @@ async def test_model_parameters_of_the_wrong_type_are_refused_as_bad_input(
     for model, params in (("ewma", {"alpha": "x"}), ("combined", {"ewma": 5})):
         with pytest.raises(InvalidPatch, match=f"parameters of model '{model}'"):
             await host.set_model("m-1", model, params)
+
+
+class _SlowSink(MemoryTelemetrySink):
+    """A history sink that refuses writes until told otherwise (a sink that is behind)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.down = True
+
+    def write(self, points: Sequence[Any]) -> None:
+        if self.down:
+            raise ConnectionError("sink behind")
+        super().write(points)
+
+
+def test_history_waiting_for_a_slow_sink_is_bounded_and_drops_counted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(host_module, "_MAX_PENDING_POINTS", 100)
+    monkeypatch.setattr(host_module, "_WRITE_CHUNK", 30)
+    sink = _SlowSink()
+
+    async def scenario() -> dict[str, Any]:
+        host = TwinHost("h", MemoryStore(), settings=QUIET, telemetry=sink)
+        # 80 readings of two metrics, and a score each: 240 points, never written meanwhile.
+        for k in range(80):
+            await host.apply([DeviceMessage("slow-1", "telemetry", {"a": k, "b": -k}, T0 + k)])
+            assert len(host._points) <= 100 + 3
+        await host.flush()  # the sink refuses: kept, still bounded
+        stats = await host.stats()
+        sink.down = False
+        await host.flush()  # written in chunks of 30 once it takes them
+        stats["after"] = await host.stats()
+        stats["newest"] = sink.query("slow-1", metric="a", since=T0 + 79)
+        return stats
+
+    stats = asyncio.run(scenario())
+    assert stats["history_dropped"] == 240 - 100
+    assert stats["after"]["history_points"] == 100
+    assert [p.value for p in stats["newest"]] == [79.0]  # the oldest went first
