@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Literal
@@ -69,6 +70,14 @@ def cli() -> None:
     metavar="URL",
     help="Telemetry history: sqlite:///path (default: <data-dir>/telemetry.db) or "
     "influx://host:port?bucket=B&org=O&token=T (InfluxDB or VictoriaMetrics; written only).",
+)
+@click.option(
+    "--retention",
+    envvar="TWINFLEET_RETENTION",
+    default="7",
+    show_default=True,
+    metavar="DAYS",
+    help="Days of history the embedded sink keeps ('forever' to keep all; Influx has its own).",
 )
 @click.option(
     "--rate-limit",
@@ -165,6 +174,7 @@ def up(  # noqa: PLR0917 - click passes options positionally
     data_dir: Path,
     store: str | None,
     tsdb: str | None,
+    retention: str,
     rate_limit: str,
     ray_address: str | None,
     hosts: int,
@@ -208,6 +218,7 @@ def up(  # noqa: PLR0917 - click passes options positionally
                 )
             if tsdb.startswith("influx://"):
                 open_telemetry(tsdb).close()  # a malformed URL fails here, before start-up
+        keep = _retention_days(retention)
     except ValueError as err:
         raise click.BadParameter(str(err)) from None
     summary = run_up(
@@ -215,6 +226,7 @@ def up(  # noqa: PLR0917 - click passes options positionally
             data_dir=data_dir,
             store=store,
             tsdb=tsdb,
+            retention_days=keep,
             ray_address=ray_address,
             hosts=hosts,
             duration_s=duration,
@@ -223,6 +235,19 @@ def up(  # noqa: PLR0917 - click passes options positionally
     )
     if as_json:
         click.echo(json.dumps(summary))
+
+
+def _retention_days(text: str) -> float | None:
+    """``--retention``: positive days, or None for 'forever'."""
+    if text.strip().lower() == "forever":
+        return None
+    try:
+        days = float(text)
+    except ValueError:
+        days = math.nan
+    if not days > 0:
+        raise ValueError(f"--retention {text!r}: expected positive days or 'forever'")
+    return days
 
 
 @cli.command()

@@ -16,7 +16,7 @@ from rich.live import Live
 from rich.table import Table
 
 from twinfleet.api.auth import TokenStore
-from twinfleet.runtime import Runtime, RuntimeSettings
+from twinfleet.runtime import HostSettings, Runtime, RuntimeSettings
 from twinfleet.runtime.stores import open_store
 from twinfleet.runtime.telemetry import open_telemetry
 
@@ -34,12 +34,15 @@ class UpOptions:
     tsdb: str | None = None
     ray_address: str | None = None
     hosts: int = 2
+    retention_days: float | None = 7.0  # embedded history kept; None: forever
     duration_s: float | None = None
     edges: EdgeOptions = field(default_factory=EdgeOptions)
 
     def __post_init__(self) -> None:
         if self.hosts < 1:
             raise ValueError("--hosts must be at least 1")
+        if self.retention_days is not None and self.retention_days <= 0:
+            raise ValueError("--retention must be positive days, or 'forever'")
 
     @property
     def store_url(self) -> str:
@@ -72,7 +75,15 @@ def run_up(options: UpOptions, *, console: Console | None = None) -> dict[str, A
     runtime = Runtime(
         store=options.store_url,
         ray_address=options.ray_address,
-        settings=RuntimeSettings(hosts=options.hosts, telemetry=options.tsdb_url),
+        settings=RuntimeSettings(
+            hosts=options.hosts,
+            telemetry=options.tsdb_url,
+            host=HostSettings(
+                history_retention_s=None
+                if options.retention_days is None
+                else options.retention_days * 86_400.0
+            ),
+        ),
     )
     # ray.init replaces the SIGTERM handler with one that calls sys.exit(15): take SIGTERM
     # back so it stops the platform through the same clean path as Ctrl-C, exit status 0.

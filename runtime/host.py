@@ -87,6 +87,8 @@ class HostSettings:
     load_batch: int = 1000
     event_interval_s: float = 0.05
     order_timeout_s: float = 10.0
+    history_retention_s: float | None = 7 * 86_400.0  # embedded history kept; None: forever
+    retention_interval_s: float = 300.0
 
     def __post_init__(self) -> None:
         for name in (
@@ -95,11 +97,14 @@ class HostSettings:
             "sweep_interval_s",
             "order_timeout_s",
             "event_interval_s",
+            "retention_interval_s",
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
         if self.flush_batch < 1 or self.load_batch < 1:
             raise ValueError("batch sizes must be at least 1")
+        if self.history_retention_s is not None and self.history_retention_s <= 0:
+            raise ValueError("history_retention_s must be positive (None: keep forever)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,6 +185,7 @@ class TwinHost:
                 "history_points",
                 "history_dropped",
                 "history_errors",
+                "history_expired",
             ),
             0,
         )
@@ -199,6 +205,19 @@ class TwinHost:
             loop.create_task(self._every(self._settings.event_interval_s, self.send_events)),
             loop.create_task(self._every(self._settings.sweep_interval_s, self.sweep)),
         ]
+        if self._telemetry is not None and self._settings.history_retention_s is not None:
+            every = self._settings.retention_interval_s
+            self._tasks.append(loop.create_task(self._every(every, self.expire_history)))
+
+    async def expire_history(self) -> int:
+        """Delete history older than the retention (every host's: the sink is shared, and
+        deleting is idempotent); how many points went. Influx sinks keep their own."""
+        retention = self._settings.history_retention_s
+        if self._telemetry is None or retention is None:
+            return 0
+        deleted: int = await self._run(self._telemetry.delete_before, self._clock() - retention)
+        self._counters["history_expired"] += deleted
+        return deleted
 
     async def _every(self, period: float, job: Callable[[], Any]) -> None:
         while True:

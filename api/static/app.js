@@ -349,6 +349,9 @@ async function twinPage(id) {
       h("dt", {}, "tags"), h("dd", {}, h("code", {}, JSON.stringify(doc.tags))),
       h("dt", {}, "anomaly"), h("dd", {}, doc.anomaly.anomalous ? h("span", { class: "pill bad" }, "anomalous") : "normal",
         doc.anomaly.score !== null && doc.anomaly.score !== undefined ? `, score ${Number(doc.anomaly.score).toFixed(3)}` : ""),
+      h("dt", {}, "model"), h("dd", { id: "model" }, doc.anomaly.model
+        ? `${doc.anomaly.model} ${doc.anomaly.version || ""} (${doc.anomaly.source || "default"})`
+        : "none"),
       h("dt", {}, "updated"), h("dd", {}, fmtTime(doc.metadata && doc.metadata.updated)));
     reported.textContent = json(doc.reported);
     desired.textContent = json(doc.desired);

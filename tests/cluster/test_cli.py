@@ -205,8 +205,10 @@ def test_up_reads_its_options_from_the_environment(tmp_path: Path) -> None:
         (("--hosts", "0"), {}, "Invalid value for '--hosts': 0"),
         ((), {"TWINFLEET_SIMULATE": "-3"}, "Invalid value for '--simulate': -3"),
         (("--rate-limit", "lots"), {}, "rate limit 'lots' is not like '3000/minute'"),
+        (("--retention", "0"), {}, "--retention '0': expected positive days or 'forever'"),
+        ((), {"TWINFLEET_RETENTION": "week"}, "--retention 'week': expected positive days"),
     ],
-    ids=["negative", "not-a-number", "no-hosts", "from-env", "rate-limit"],
+    ids=["negative", "not-a-number", "no-hosts", "from-env", "rate-limit", "retention", "env-ret"],
 )
 def test_up_rejects_bad_options_before_starting_anything(
     tmp_path: Path, args: tuple[str, ...], env: dict[str, str], message: str

@@ -1100,3 +1100,37 @@ def test_history_waiting_for_a_slow_sink_is_bounded_and_drops_counted(
     assert stats["history_dropped"] == 240 - 100
     assert stats["after"]["history_points"] == 100
     assert [p.value for p in stats["newest"]] == [79.0]  # the oldest went first
+
+
+def test_history_older_than_the_retention_is_deleted_by_the_hosts() -> None:
+    clock = FakeClock()
+    sink = MemoryTelemetrySink()
+    settings = HostSettings(
+        flush_interval_s=3600.0,
+        sweep_interval_s=3600.0,
+        history_retention_s=3600.0,
+        retention_interval_s=0.01,
+    )
+
+    async def scenario() -> tuple[list[float], dict[str, Any]]:
+        host = TwinHost("h", MemoryStore(), settings=settings, telemetry=sink, clock=clock)
+        await host.start()
+        old = [
+            DeviceMessage("ret-1", "telemetry", {"a": 1.0}, clock() - 7200 + k) for k in range(3)
+        ]
+        await host.apply([*old, DeviceMessage("ret-1", "telemetry", {"a": 2.0}, clock() - 60)])
+        await host.flush()
+        for _ in range(200):  # the host's own retention loop, every 10 ms here
+            if len(sink.query("ret-1", metric="a")) == 1:
+                break
+            await asyncio.sleep(0.01)
+        kept = [p.ts for p in sink.query("ret-1", metric="a")]
+        stats = await host.stats()
+        await host.stop()
+        return kept, stats
+
+    kept, stats = asyncio.run(scenario())
+    assert kept == [T0 - 60]
+    assert stats["history_expired"] >= 3
+    with pytest.raises(ValueError, match="history_retention_s must be positive"):
+        HostSettings(history_retention_s=0)
