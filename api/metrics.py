@@ -47,7 +47,11 @@ HOST_COUNTERS: Mapping[str, tuple[str, str]] = {
     "history_points": ("twinfleet_telemetry_points", "Telemetry points written to history."),
     "history_dropped": (
         "twinfleet_telemetry_points_dropped",
-        "Telemetry points dropped after the history sink stayed down past the buffer.",
+        "Telemetry points dropped while the history sink was down or behind, past the buffer.",
+    ),
+    "history_expired": (
+        "twinfleet_telemetry_points_expired",
+        "Telemetry points deleted from the embedded history by retention.",
     ),
     "history_errors": (
         "twinfleet_telemetry_write_errors",
