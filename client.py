@@ -481,6 +481,19 @@ class _Calls:
         return _Call("PUT", path, _json, json={"model": model, "params": dict(params or {})})
 
     @staticmethod
+    def alarm_rules() -> _Call[list[dict[str, Any]]]:
+        return _Call("GET", f"{_API}/alarms/rules", _items)
+
+    @staticmethod
+    def set_alarm_rules(
+        family: str, rules: Sequence[Mapping[str, Any]] | None
+    ) -> _Call[dict[str, Any]]:
+        path = f"{_API}/alarms/rules/{quote(family, safe='')}"
+        if rules is None:
+            return _Call("DELETE", path, _json)
+        return _Call("PUT", path, _json, json={"rules": [dict(r) for r in rules]})
+
+    @staticmethod
     def train(body: Mapping[str, Any]) -> _Call[dict[str, Any]]:
         return _Call("POST", f"{_API}/models/training", _json, json=dict(body))
 
@@ -828,6 +841,16 @@ class TwinClient:
         """Give one twin a model of its own (None: back to its family's); the twin."""
         return self._send(_Calls.set_twin_model(twin_id, model, params))
 
+    def alarm_rules(self) -> list[dict[str, Any]]:
+        """Each family's alarm rules: ``{"family", "rules", "source"}``."""
+        return self._send(_Calls.alarm_rules())
+
+    def set_alarm_rules(
+        self, family: str, rules: Sequence[Mapping[str, Any]] | None
+    ) -> dict[str, Any]:
+        """Replace a family's alarm rules (None: back to its built-in ones)."""
+        return self._send(_Calls.set_alarm_rules(family, rules))
+
     def train(
         self,
         *,
@@ -1133,6 +1156,16 @@ class AsyncTwinClient:
     ) -> dict[str, Any]:
         """Give one twin a model of its own (None: back to its family's); the twin."""
         return await self._send(_Calls.set_twin_model(twin_id, model, params))
+
+    async def alarm_rules(self) -> list[dict[str, Any]]:
+        """Each family's alarm rules: ``{"family", "rules", "source"}``."""
+        return await self._send(_Calls.alarm_rules())
+
+    async def set_alarm_rules(
+        self, family: str, rules: Sequence[Mapping[str, Any]] | None
+    ) -> dict[str, Any]:
+        """Replace a family's alarm rules (None: back to its built-in ones)."""
+        return await self._send(_Calls.set_alarm_rules(family, rules))
 
     async def train(
         self,

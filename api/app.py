@@ -81,6 +81,26 @@ class ModelIn(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict)
 
 
+class AlarmRuleIn(BaseModel):
+    """One alarm rule: the anomaly verdict or a threshold, raise and clear conditions."""
+
+    name: str = Field(min_length=1, max_length=64)
+    kind: Literal["anomaly", "threshold"] = "anomaly"
+    metric: str | None = Field(default=None, max_length=128)
+    op: Literal["<", "<=", ">", ">="] | None = None
+    value: float | None = None
+    raise_after: int = Field(default=3, ge=1, le=100_000)
+    raise_after_s: float | None = Field(default=None, gt=0)
+    clear_after: int = Field(default=5, ge=1, le=100_000)
+    severity: Literal["info", "warning", "critical"] = "warning"
+
+
+class AlarmRulesIn(BaseModel):
+    """A family's alarm rules (they replace the ones it has)."""
+
+    rules: list[AlarmRuleIn] = Field(max_length=32)
+
+
 class TrainingIn(BaseModel):
     """A training job: a model fitted on a family's (or some twins') telemetry history."""
 
@@ -473,6 +493,24 @@ def create_app(
             if alarm["state"] in wanted and (severity is None or alarm["severity"] == severity)
         ]
         return {"items": items, "next": page.next}
+
+    @api.get("/alarms/rules", tags=["alarms"], dependencies=[allowed("twins:read")])
+    async def list_alarm_rules() -> dict[str, Any]:
+        """Each family's alarm rules (``source``: built-in or custom)."""
+        return {"items": await asyncio.to_thread(runtime.alarm_rules)}
+
+    @api.put("/alarms/rules/{family}", tags=["alarms"], dependencies=[allowed("alarms:manage")])
+    async def set_alarm_rules(family: str, body: AlarmRulesIn) -> dict[str, Any]:
+        """Replace a family's alarm rules; alarms of rules that are gone clear at once."""
+        rules = [rule.model_dump() for rule in body.rules]
+        result: dict[str, Any] = await asyncio.to_thread(runtime.set_alarm_rules, family, rules)
+        return result
+
+    @api.delete("/alarms/rules/{family}", tags=["alarms"], dependencies=[allowed("alarms:manage")])
+    async def reset_alarm_rules(family: str) -> dict[str, Any]:
+        """Back to the family's built-in alarm rules."""
+        result: dict[str, Any] = await asyncio.to_thread(runtime.set_alarm_rules, family, None)
+        return result
 
     @api.post("/twins/{twin_id}/alarms/{alarm_id}/ack", tags=["alarms"])
     async def acknowledge_alarm(

@@ -42,6 +42,7 @@ PERMISSIONS: Final[Mapping[str, frozenset[str]]] = MappingProxyType(
         "devices:manage": frozenset(("admin", "operator")),
         "models:manage": frozenset(("admin", "data-scientist")),
         "alarms:ack": frozenset(("admin", "operator")),
+        "alarms:manage": frozenset(("admin", "operator")),
         "tokens:manage": frozenset(("admin",)),
     }
 )

@@ -710,3 +710,71 @@ def alarms_ack(conn: Connection, twin_id: str, alarm_id: str) -> None:
         alarm,
         lambda: click.echo(f"{twin_id} {alarm_id}: {alarm['state']}" + (f" by {by}" if by else "")),
     )
+
+
+@alarms.command("rules")
+@_platform
+def alarms_rules(conn: Connection) -> None:
+    """Each family's alarm rules (built-in or custom)."""
+    with conn.client() as fleet:
+        items = fleet.alarm_rules()
+    rows = [
+        (
+            item["family"],
+            rule["name"],
+            rule["condition"],
+            rule["clear_after"],
+            rule["severity"],
+            item["source"],
+        )
+        for item in items
+        for rule in item["rules"]
+    ]
+    columns = ("family", "rule", "raises when", "clears after", "severity", "source")
+    conn.show({"items": items}, lambda: _table(f"{len(rows)} alarm rules", columns, rows))
+
+
+@alarms.command("set-rules")
+@click.argument("family")
+@click.argument("rules", metavar="JSON|@FILE")
+@_platform
+def alarms_set_rules(conn: Connection, family: str, rules: str) -> None:
+    """Replace FAMILY's alarm rules with a JSON array of rules ('@path' reads a file).
+
+    \b
+    A rule: {"name": "hot", "kind": "threshold", "metric": "temperature", "op": ">",
+             "value": 80, "raise_after": 3, "raise_after_s": 60, "clear_after": 5,
+             "severity": "critical"}   or   {"name": "anomaly", "kind": "anomaly", ...}
+    Alarms of rules that are gone clear at once.
+    """
+    text = rules
+    if rules.startswith("@"):
+        try:
+            text = Path(rules[1:]).read_text()
+        except OSError as error:
+            message = f"cannot read {rules[1:]}: {error}"
+            raise click.BadParameter(message, param_hint="RULES") from None
+    try:
+        parsed = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise click.BadParameter(f"not JSON: {error}", param_hint="RULES") from None
+    if not isinstance(parsed, list) or not all(isinstance(r, dict) for r in parsed):
+        raise click.BadParameter("expected a JSON array of rule objects", param_hint="RULES")
+    with conn.client() as fleet:
+        item = fleet.set_alarm_rules(family, parsed)
+    conn.show(item, lambda: click.echo(_rules_line(item)))
+
+
+@alarms.command("reset-rules")
+@click.argument("family")
+@_platform
+def alarms_reset_rules(conn: Connection, family: str) -> None:
+    """Give FAMILY its built-in alarm rules back."""
+    with conn.client() as fleet:
+        item = fleet.set_alarm_rules(family, None)
+    conn.show(item, lambda: click.echo(_rules_line(item)))
+
+
+def _rules_line(item: Mapping[str, Any]) -> str:
+    rules = "; ".join(f"{r['name']}: {r['condition']}" for r in item["rules"]) or "no rules"
+    return f"{item['family']} ({item['source']}): {rules}"

@@ -10,7 +10,7 @@ from typing import Any
 import ray
 
 from .events import Event, EventHub
-from .host import MODEL_ASSIGNMENT, HostSettings, TwinHost
+from .host import ALARM_RULES, MODEL_ASSIGNMENT, HostSettings, TwinHost
 from .placement import Placement
 from .stores import open_store
 from .telemetry import open_telemetry
@@ -71,6 +71,7 @@ class _RemoteTwinHost(TwinHost):
             telemetry=open_telemetry(telemetry_url) if telemetry_url else None,
             # A restarted host reads the families' models again, as the runtime wrote them.
             assignments={a["family"]: a for a in store.list_items(MODEL_ASSIGNMENT)},
+            alarm_rules={r["family"]: r["rules"] for r in store.list_items(ALARM_RULES)},
         )
         self._server: HostServer | None = None
         self._server_lock = asyncio.Lock()

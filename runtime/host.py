@@ -41,6 +41,7 @@ from twinfleet.twins import (
     parse_timestamp,
     validate_device_id,
 )
+from twinfleet.twins.alarms import AlarmRule, rules_from_documents
 from twinfleet.twins.errors import InvalidPatch, StoreUnavailable, VersionConflict
 from twinfleet.twins.query import TwinSelector
 from twinfleet.twins.twin import ModelSlot
@@ -66,6 +67,7 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
+ALARM_RULES = "alarm-rules"  # store items: family -> {"family", "rules": [...]}
 MODEL_ASSIGNMENT = "model-assignment"  # store items: family -> {"family", "model", "params"}
 _YIELD_EVERY = 128  # messages applied between two turns of the event loop
 # What an application write may change on a twin, put back if its commit fails.
@@ -134,11 +136,16 @@ class TwinHost:
         telemetry: TelemetrySink | None = None,
         clock: Callable[[], float] = time.time,
         assignments: Mapping[str, Mapping[str, Any]] | None = None,
+        alarm_rules: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
     ) -> None:
         self.host_id = host_id
         # family -> {"model", "params"}: the model its twins get unless a twin has its own
         self._assignments: dict[str, dict[str, Any]] = {
             family: dict(a) for family, a in (assignments or {}).items()
+        }
+        # family -> the alarm rules its twins follow instead of the built-in ones
+        self._alarm_rules: dict[str, tuple[AlarmRule, ...]] = {
+            family: rules_from_documents(rules) for family, rules in (alarm_rules or {}).items()
         }
         self._telemetry = telemetry
         self._points: list[Point] = []  # telemetry history waiting for the next flush
@@ -285,10 +292,44 @@ class TwinHost:
                     else:
                         continue
                     self._last_used[twin_id] = now
+                    self._apply_alarm_rules(self._twins[twin_id], now)
                     self._on_activate(self._twins[twin_id])
 
     def _on_activate(self, twin: Twin) -> None:
         """Hook: a twin became active (loaded or created)."""
+
+    def _apply_alarm_rules(self, twin: Twin, now: float) -> bool:
+        """Give ``twin`` its family's current alarm rules; alarms of removed rules clear."""
+        rules = self._alarm_rules.get(twin.family.name)
+        if rules is None and twin.alarm_rules is None and not twin.alarms.open:
+            return False  # the common case: built-in rules, nothing to retire
+        if not twin.set_alarm_rules(rules, now=now):
+            return False
+        self._dirty.add(twin.id)
+        for alarm in twin.alarm_changes:
+            self._emit("alarm", twin.id, dict(alarm))
+        twin.alarm_changes = []
+        return True
+
+    async def set_family_alarm_rules(
+        self, family: str, rules: Sequence[Mapping[str, Any]] | None
+    ) -> int:
+        """Judge a family's readings by ``rules`` (None: its built-in ones) from now on.
+
+        Active twins switch now (alarms of rules that are gone clear), sleeping ones when they
+        wake. Returns how many active twins had an alarm cleared by the change.
+        """
+        self._ensure_started()
+        if rules is None:
+            self._alarm_rules.pop(family, None)
+        else:
+            self._alarm_rules[family] = rules_from_documents(rules)
+        now = self._clock()
+        return sum(
+            self._apply_alarm_rules(twin, now)
+            for twin in list(self._twins.values())
+            if twin.family.name == family
+        )
 
     def _on_deactivate(self, twin: Twin) -> None:
         """Hook: a twin is about to be dropped from memory (already snapshotted)."""

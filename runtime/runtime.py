@@ -18,13 +18,14 @@ from ray.exceptions import RayTaskError
 
 from twinfleet.models import ModelRegistry, default_registry
 from twinfleet.twins import FAMILIES, TwinFilter, TwinfleetError, validate_device_id
+from twinfleet.twins.alarms import rules_from_documents
 from twinfleet.twins.errors import InvalidPatch
 from twinfleet.twins.query import TwinSelector
 
 from .actors import spawn_host, spawn_hub, spawn_training
 from .client import FleetView, split
 from .events import Event
-from .host import MODEL_ASSIGNMENT, HostSettings, QueryPage
+from .host import ALARM_RULES, MODEL_ASSIGNMENT, HostSettings, QueryPage
 from .messages import DeviceMessage, IngestResult
 from .placement import Placement
 from .router import Router, RouterSettings
@@ -363,6 +364,43 @@ class Runtime:
         """Give one twin a model of its own (None: back to its family's); the twin document."""
         doc: dict[str, Any] = self._call(twin_id, "set_model", twin_id, model, params)
         return doc
+
+    def alarm_rules(self) -> list[dict[str, Any]]:
+        """Each family's alarm rules: ``{"family", "rules": [...], "source": built-in|custom}``."""
+        custom = {item["family"]: item["rules"] for item in self._store.list_items(ALARM_RULES)}
+        out = []
+        for name in sorted(FAMILIES):
+            if name in custom:
+                rules = [r.document() for r in rules_from_documents(custom[name])]
+            else:
+                rules = [r.document() for r in FAMILIES[name].alarm_rules]
+            out.append(
+                {
+                    "family": name,
+                    "rules": rules,
+                    "source": "custom" if name in custom else "built-in",
+                }
+            )
+        return out
+
+    def set_alarm_rules(
+        self, family: str, rules: Sequence[Mapping[str, Any]] | None
+    ) -> dict[str, Any]:
+        """Replace a family's alarm rules (None: back to its built-in ones), durably; every
+        host judges by them at once, and alarms of rules that are gone clear. The family's
+        rules as :meth:`alarm_rules` lists them."""
+        if family not in FAMILIES:
+            known = ", ".join(sorted(FAMILIES))
+            raise InvalidPatch(f"no device family {family!r} (known: {known})", field="family")
+        if rules is None:
+            self._store.delete_item(ALARM_RULES, family)
+        else:
+            parsed = rules_from_documents(rules)  # refuse bad rules before storing any
+            plain = [{k: v for k, v in r.document().items() if k != "condition"} for r in parsed]
+            self._store.put_item(ALARM_RULES, family, {"family": family, "rules": plain})
+            rules = plain
+        ray.get([h.set_family_alarm_rules.remote(family, rules) for h in self._all_hosts()])
+        return next(item for item in self.alarm_rules() if item["family"] == family)
 
     def train(
         self,

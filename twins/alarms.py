@@ -10,14 +10,22 @@ event. Pure state and rules: no I/O here.
 
 from __future__ import annotations
 
+import math
 import operator
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, fields
 from typing import Any, Final, Literal
 
 from .errors import InvalidPatch, TwinfleetError
 
-__all__ = ["ALARM_STATES", "AlarmRule", "AlarmTracker", "UnknownAlarm", "WithAlarms"]
+__all__ = [
+    "ALARM_STATES",
+    "AlarmRule",
+    "AlarmTracker",
+    "UnknownAlarm",
+    "WithAlarms",
+    "rules_from_documents",
+]
 
 ALARM_STATES: Final = ("active", "acknowledged", "cleared")
 _OPS: Final[Mapping[str, Callable[[float, float], bool]]] = {
@@ -65,6 +73,48 @@ class AlarmRule:
             raise InvalidPatch(f"alarm rule kind {self.kind!r} is not anomaly or threshold")
         if self.raise_after < 1 or self.clear_after < 1:
             raise InvalidPatch("raise_after and clear_after count readings, 1 or more")
+        if self.raise_after_s is not None and not (
+            math.isfinite(self.raise_after_s) and self.raise_after_s > 0
+        ):
+            raise InvalidPatch("raise_after_s is a positive number of seconds", field="rule")
+        if self.severity not in ("info", "warning", "critical"):
+            raise InvalidPatch(
+                f"severity {self.severity!r} is not info, warning or critical", field="rule"
+            )
+
+    @classmethod
+    def from_document(cls, doc: Mapping[str, Any]) -> AlarmRule:
+        """A rule from JSON (the API's), every field checked; ``InvalidPatch`` says what."""
+        if not isinstance(doc, Mapping):
+            raise InvalidPatch("an alarm rule is a JSON object", field="rules")
+        known = {f.name for f in fields(cls)}
+        unknown = set(doc) - known
+        if unknown:
+            raise InvalidPatch(
+                f"unknown alarm rule fields: {', '.join(sorted(unknown))}", field="rules"
+            )
+        kinds: dict[str, tuple[type, ...]] = {
+            "name": (str,),
+            "kind": (str,),
+            "metric": (str, type(None)),
+            "op": (str, type(None)),
+            "value": (int, float, type(None)),
+            "raise_after": (int,),
+            "raise_after_s": (int, float, type(None)),
+            "clear_after": (int,),
+            "severity": (str,),
+        }
+        for key, value in doc.items():
+            if isinstance(value, bool) or not isinstance(value, kinds[key]):
+                raise InvalidPatch(f"alarm rule field {key} has the wrong type", field=key)
+        rule = cls(**doc)
+        if rule.value is not None and not math.isfinite(rule.value):
+            raise InvalidPatch("a threshold is a finite number", field="value")
+        return rule
+
+    def document(self) -> dict[str, Any]:
+        """The rule as JSON, with its human summary."""
+        return {**asdict(self), "condition": self.describe()}
 
     def bad(self, anomalous: bool, values: Mapping[str, float]) -> bool | None:
         """Whether this reading is bad for the rule (None: the reading says nothing of it)."""
@@ -157,6 +207,21 @@ class AlarmTracker:
                 changed = [*changed, alarm]
         return changed
 
+    def retire(self, rules: tuple[AlarmRule, ...], *, now: float) -> list[dict[str, Any]]:
+        """Clear the open alarms (and forget the streaks) of rules no longer in ``rules``."""
+        names = {rule.name for rule in rules}
+        changed = []
+        for name in [n for n in self.open if n not in names]:
+            alarm = self.open.pop(name)
+            alarm["state"] = "cleared"
+            alarm["cleared_at"] = now
+            alarm["cleared_by"] = "rule removed"
+            self.cleared = [*self.cleared, alarm][-_KEEP_CLEARED:]
+            changed.append(alarm)
+        for name in [n for n in self.streaks if n not in names]:
+            del self.streaks[name]
+        return changed
+
     def acknowledge(self, alarm_id: str, *, who: str, now: float) -> tuple[dict[str, Any], bool]:
         """Mark an open alarm acknowledged by ``who``; (the alarm, whether that is news)."""
         for alarm in self.open.values():
@@ -206,3 +271,16 @@ class WithAlarms:
         saved = snap.get("alarms") or {}
         alarms = [*saved.get("open", {}).values(), *saved.get("cleared", [])]
         return any(a["state"] in self.states for a in alarms)
+
+
+def rules_from_documents(docs: Any) -> tuple[AlarmRule, ...]:
+    """A family's rules from JSON (a list of objects): each checked, names unique, at most 32."""
+    if not isinstance(docs, Sequence) or isinstance(docs, str):
+        raise InvalidPatch("alarm rules are a JSON array of rules", field="rules")
+    if len(docs) > 32:
+        raise InvalidPatch("a family has at most 32 alarm rules", field="rules")
+    rules = tuple(AlarmRule.from_document(doc) for doc in docs)
+    names = [rule.name for rule in rules]
+    if len(set(names)) != len(names):
+        raise InvalidPatch("alarm rule names must be unique within a family", field="name")
+    return rules

@@ -15,7 +15,7 @@ from typing import Any, Literal, Protocol
 
 import orjson
 
-from .alarms import AlarmTracker
+from .alarms import AlarmRule, AlarmTracker
 from .commands import FINAL_STATUSES, MAX_FINISHED_COMMANDS, CommandRequest, answer, expire
 from .errors import (
     DeviceRefused,
@@ -66,6 +66,7 @@ class Twin:
     __slots__ = (
         "_size_bound",
         "alarm_changes",
+        "alarm_rules",
         "alarms",
         "anomalous",
         "anomaly_score",
@@ -127,6 +128,7 @@ class Twin:
         self.scored = 0  # readings its model has scored since activation (not saved)
         self.alarms = AlarmTracker()
         self.alarm_changes: list[dict[str, Any]] = []  # raised/cleared by the last message
+        self.alarm_rules: tuple[AlarmRule, ...] | None = None  # None: its family's built-ins
         # How the model was chosen: {"name", "version", "params", "source": default|family|twin}
         self.model_info: dict[str, Any] | None = None
         self._size_bound = _EMPTY_STATE_BYTES
@@ -223,8 +225,9 @@ class Twin:
             self._record_verdict(score, anomalous, ts)
             self.scored += 1
         if numeric:
+            rules = self.alarm_rules
             self.alarm_changes = self.alarms.observe(
-                self.family.alarm_rules,
+                self.family.alarm_rules if rules is None else rules,
                 anomalous=self.anomalous,
                 values=numeric,
                 ts=ts,
@@ -305,6 +308,16 @@ class Twin:
         self.anomaly_since = None
         if bump:
             self._bump(now)
+
+    def set_alarm_rules(self, rules: tuple[AlarmRule, ...] | None, *, now: float) -> bool:
+        """Judge readings by ``rules`` from now on (None: the family's built-ins); alarms of
+        rules that are gone are cleared (in ``alarm_changes``). Whether the document changed."""
+        self.alarm_rules = rules
+        retired = self.alarms.retire(self.family.alarm_rules if rules is None else rules, now=now)
+        if retired:
+            self.alarm_changes = [*self.alarm_changes, *retired]
+            self._bump(now)
+        return bool(retired)
 
     def acknowledge_alarm(self, alarm_id: str, *, who: str, now: float) -> bool:
         """An operator has seen alarm ``alarm_id``; whether that changed anything."""
@@ -549,6 +562,7 @@ class Twin:
         twin.scored = 0
         twin.alarms = AlarmTracker.from_state(snap.get("alarms"))
         twin.alarm_changes = []
+        twin.alarm_rules = None  # the host that activates it sets its family's current ones
         saved = snap.get("model")
         twin._size_bound = MAX_DOCUMENT_BYTES + 1  # unknown: measured on the first message
         twin.lifecycle = snap.get("lifecycle") or "active"
