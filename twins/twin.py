@@ -311,11 +311,12 @@ class Twin:
 
     def set_alarm_rules(self, rules: tuple[AlarmRule, ...] | None, *, now: float) -> bool:
         """Judge readings by ``rules`` from now on (None: the family's built-ins); alarms of
-        rules that are gone are cleared (in ``alarm_changes``). Whether the document changed."""
+        rules that are gone are cleared (they are the ``alarm_changes``). Whether the document
+        changed."""
         self.alarm_rules = rules
         retired = self.alarms.retire(self.family.alarm_rules if rules is None else rules, now=now)
+        self.alarm_changes = retired
         if retired:
-            self.alarm_changes = [*self.alarm_changes, *retired]
             self._bump(now)
         return bool(retired)
 

@@ -74,3 +74,63 @@ def test_low_spo2_raises_an_alarm_that_is_acknowledged_then_cleared(served: Serv
     )
     assert bad.status_code == 400
     assert bad.json()["error"]["field"] == "state"
+
+
+def sensor(twin_id: str, k: int, temperature: float) -> DeviceMessage:
+    payload = {"temperature": temperature}
+    return DeviceMessage(twin_id, "telemetry", payload, T0 + 500 + k, "t", "smart-sensor")
+
+
+def test_a_family_gets_alarm_rules_of_its_own_through_the_api(served: Served) -> None:
+    hot = {
+        "name": "hot",
+        "kind": "threshold",
+        "metric": "temperature",
+        "op": ">",
+        "value": 50,
+        "raise_after": 2,
+        "severity": "critical",
+    }
+    with (
+        TwinClient(served.url, served.tokens["operator"]) as operator,
+        TwinClient(served.url, served.tokens["viewer"]) as viewer,
+    ):
+        before = {r["family"]: r for r in viewer.alarm_rules()}
+        assert before["smart-sensor"]["source"] == "built-in"
+        assert [r["name"] for r in before["patient-monitor"]["rules"]] == ["anomaly", "spo2-low"]
+        with pytest.raises(Forbidden):
+            viewer.set_alarm_rules("smart-sensor", [hot])
+        served.runtime.ingest([sensor("rule-1", 0, 20.0)])  # active before the change
+        served.runtime.flush()
+        item = operator.set_alarm_rules("smart-sensor", [hot, {"name": "anomaly"}])
+        assert item["source"] == "custom"
+        assert [r["condition"] for r in item["rules"]] == [
+            "temperature > 50 for 2 readings",
+            "anomalous for 3 readings",
+        ]
+        served.runtime.ingest([sensor(t, k, 60.0) for k in (1, 2) for t in ("rule-1", "rule-2")])
+        served.runtime.flush()
+        raised = [a for a in operator.alarms().items if a["rule"] == "hot"]
+        assert sorted(a["twin_id"] for a in raised) == ["rule-1", "rule-2"]  # awake and new
+
+        operator.set_alarm_rules("smart-sensor", [{"name": "anomaly"}])  # "hot" is gone
+        twin = viewer.twin("rule-1")
+        (gone,) = [a for a in twin["alarms"] if a["rule"] == "hot"]
+        assert (gone["state"], gone["cleared_by"]) == ("cleared", "rule removed")
+        reset = operator.set_alarm_rules("smart-sensor", None)
+        assert reset["source"] == "built-in"
+
+    bad = httpx.put(
+        f"{served.url}/api/v1/alarms/rules/smart-sensor",
+        json={"rules": [{"name": "x", "kind": "threshold", "metric": "temperature"}]},
+        headers={"Authorization": f"Bearer {served.tokens['operator']}"},
+    )
+    assert bad.status_code == 400
+    assert "needs metric, op" in bad.json()["error"]["message"]
+    unknown = httpx.put(
+        f"{served.url}/api/v1/alarms/rules/toaster",
+        json={"rules": []},
+        headers={"Authorization": f"Bearer {served.tokens['admin']}"},
+    )
+    assert unknown.status_code == 400
+    assert "no device family 'toaster'" in unknown.json()["error"]["message"]

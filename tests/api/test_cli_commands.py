@@ -319,3 +319,40 @@ def test_models_train(served: Served) -> None:
     assert short.exit_code == 1
     assert "500 needed" in short.output
     run(served, "models", "assign", "smart-meter", "default", role="admin")
+
+
+def test_alarm_rules_shown_set_from_a_file_and_reset(served: Served, tmp_path: Path) -> None:
+    rules = tmp_path / "rules.json"
+    rules.write_text(
+        json.dumps(
+            [
+                {
+                    "name": "leak",
+                    "kind": "threshold",
+                    "metric": "flow",
+                    "op": ">",
+                    "value": 40,
+                    "raise_after_s": 60,
+                    "severity": "critical",
+                },
+            ]
+        )
+    )
+    shown = run(served, "alarms", "rules", role="viewer")
+    assert shown.exit_code == 0, shown.output
+    assert "spo2-low" in shown.output
+    denied = run(served, "alarms", "set-rules", "smart-meter", f"@{rules}", role="viewer")
+    assert failed_with(denied, 5, "forbidden")
+    done = run(served, "alarms", "set-rules", "smart-meter", f"@{rules}", role="operator")
+    assert done.exit_code == 0, done.output
+    assert "smart-meter (custom): leak: flow > 40 for 3 readings or 60 s" in done.output
+    listed = json.loads(run(served, "alarms", "rules", "--json", role="viewer").output)
+    meter = next(i for i in listed["items"] if i["family"] == "smart-meter")
+    assert [r["name"] for r in meter["rules"]] == ["leak"]
+    bad = run(served, "alarms", "set-rules", "smart-meter", '{"name": "x"}', role="operator")
+    assert bad.exit_code == 2
+    assert "expected a JSON array of rule objects" in bad.output
+    invalid = run(served, "alarms", "set-rules", "smart-meter", '[{"name": "x", "op": "~"}]')
+    assert invalid.exit_code == 2  # the API's 400: a usage error
+    reset = run(served, "alarms", "reset-rules", "smart-meter", role="operator")
+    assert "smart-meter (built-in): anomaly: anomalous for 3 readings" in reset.output

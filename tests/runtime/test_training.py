@@ -152,7 +152,7 @@ def test_each_twin_trains_on_its_own_history(runtime: Runtime) -> None:
     assert runtime.twin("own-short").get()["anomaly"]["source"] != "twin"
 
 
-def test_a_trained_model_survives_a_restart(tmp_path: Path) -> None:
+def test_trained_models_and_alarm_rules_survive_a_restart(tmp_path: Path) -> None:
     settings = RuntimeSettings(hosts=2, telemetry=f"sqlite:///{tmp_path / 'telemetry.db'}")
     store = f"sqlite:///{tmp_path / 'state.db'}"
     with Runtime(store=store, settings=settings) as runtime:
@@ -162,6 +162,15 @@ def test_a_trained_model_survives_a_restart(tmp_path: Path) -> None:
         own = runtime.train(twins=["keep-b"], model="ewma", scope="twin", wait=True)
         assert (family["status"], own["status"]) == ("succeeded", "succeeded")
         before = runtime.twin("keep-a").get()["anomaly"]
+        hot = {
+            "name": "hot",
+            "kind": "threshold",
+            "metric": "temperature",
+            "op": ">",
+            "value": 100.0,
+            "raise_after": 1,
+        }
+        runtime.set_alarm_rules(FAMILY, [hot])
     with Runtime(store=store, settings=settings) as runtime:
         after = runtime.twin("keep-a").get()["anomaly"]
         assert after == before
@@ -171,6 +180,12 @@ def test_a_trained_model_survives_a_restart(tmp_path: Path) -> None:
         runtime.ingest(history(["keep-c"], 1, t0=T0 + 9_000))
         runtime.flush()
         assert runtime.twin("keep-c").get()["anomaly"]["version"] == f"1+{family['id']}"
+        # The family's own alarm rules hold on the restarted hosts.
+        assert {r["family"]: r for r in runtime.alarm_rules()}[FAMILY]["source"] == "custom"
+        hot_reading = {"motor_rpm": 3000.0, "motor_current": 100.0, "temperature": 120.0}
+        runtime.ingest([DeviceMessage("keep-a", "telemetry", hot_reading, T0 + 9_001)])
+        runtime.flush()
+        assert [a["rule"] for a in runtime.twin("keep-a").get()["alarms"]] == ["hot"]
 
 
 def test_bad_trainings_are_refused_or_fail_with_a_reason(runtime: Runtime) -> None:

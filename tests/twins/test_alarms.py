@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from twinfleet.twins import AlarmRule, AlarmTracker, InvalidPatch, Twin, UnknownAlarm
+from twinfleet.twins.alarms import rules_from_documents
 
 T0 = 1_800_000_000.0
 SPO2 = AlarmRule(
@@ -115,3 +116,65 @@ def test_a_patient_monitor_twin_alarms_on_low_spo2() -> None:
 def test_bad_rules_are_refused(kwargs: dict[str, object]) -> None:
     with pytest.raises(InvalidPatch):
         AlarmRule("r", **kwargs)  # type: ignore[arg-type]
+
+
+def test_rules_from_json_are_checked_field_by_field() -> None:
+    (rule,) = rules_from_documents(
+        [
+            {
+                "name": "hot",
+                "kind": "threshold",
+                "metric": "t",
+                "op": ">",
+                "value": 80,
+                "raise_after_s": 30,
+            }
+        ]
+    )
+    assert rule == AlarmRule(
+        "hot", kind="threshold", metric="t", op=">", value=80, raise_after_s=30
+    )
+    assert rule.document()["condition"] == "t > 80 for 3 readings or 30 s"
+    plain = {k: v for k, v in rule.document().items() if k != "condition"}
+    assert AlarmRule.from_document(plain) == rule
+    bad: list[tuple[object, str]] = [
+        ({"name": "x"}, "a JSON array"),
+        (["x"], "a JSON object"),
+        ([{"name": "x", "color": "red"}], "unknown alarm rule fields: color"),
+        ([{"name": "x", "raise_after": "3"}], "raise_after has the wrong type"),
+        ([{"name": "x", "raise_after": True}], "raise_after has the wrong type"),
+        ([{"name": "x", "severity": "mild"}], "severity 'mild'"),
+        ([{"name": "x", "raise_after_s": -1}], "raise_after_s"),
+        ([{"name": "x"}, {"name": "x"}], "unique"),
+        ([{"name": f"r{i}"} for i in range(33)], "at most 32"),
+    ]
+    for docs, message in bad:
+        with pytest.raises(InvalidPatch, match=message):
+            rules_from_documents(docs)
+
+
+def test_a_twin_given_other_rules_clears_the_alarms_of_rules_that_are_gone() -> None:
+    twin = Twin("pm-2", device_type="patient-monitor", now=T0)
+    for k, spo2 in enumerate((97.0, 88.0, 86.0)):
+        twin.apply_message("telemetry", {"spo2": spo2}, now=T0 + k, ts=T0 + k)
+    hot = AlarmRule(
+        "fever", kind="threshold", metric="body_temperature", op=">", value=38.5, raise_after=1
+    )
+    version = twin.version
+    assert twin.set_alarm_rules((hot,), now=T0 + 10)
+    (gone,) = twin.alarm_changes
+    assert (gone["rule"], gone["state"], gone["cleared_by"]) == (
+        "spo2-low",
+        "cleared",
+        "rule removed",
+    )
+    assert twin.version == version + 1
+    twin.alarm_changes = []
+    twin.apply_message(
+        "telemetry", {"spo2": 80.0, "body_temperature": 39.0}, now=T0 + 11, ts=T0 + 11
+    )
+    assert [a["rule"] for a in twin.alarm_changes] == ["fever"]  # only the rules it has now
+    assert not twin.set_alarm_rules((hot,), now=T0 + 12)  # nothing gone: no change
+    # Back to the built-in rules: the fever alarm's rule is gone, so it clears.
+    assert twin.set_alarm_rules(None, now=T0 + 13)
+    assert [a["rule"] for a in twin.alarm_changes] == ["fever"]
