@@ -78,6 +78,18 @@ class TelemetrySink(Protocol):
         """
         ...
 
+    def query_many(
+        self,
+        twin_ids: Sequence[str],
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int = 10_000,
+    ) -> dict[str, list[Point]]:
+        """Points of each of ``twin_ids`` (those that have any), ``since <= ts < until``, by
+        ``ts`` then metric, at most ``limit`` per twin (the oldest of the range)."""
+        ...
+
     def metrics(self, twin_id: str) -> list[str]:
         """The metrics ``twin_id`` has points of, sorted."""
         ...

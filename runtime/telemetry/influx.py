@@ -92,6 +92,17 @@ class InfluxTelemetrySink:
         """Not here: the history lives in Influx."""
         raise HistoryUnavailable(self._where())
 
+    def query_many(
+        self,
+        twin_ids: Sequence[str],
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int = 10_000,
+    ) -> dict[str, list[Point]]:
+        """Not here: the history lives in Influx."""
+        raise HistoryUnavailable(self._where())
+
     def metrics(self, twin_id: str) -> list[str]:
         """Not here: the history lives in Influx."""
         raise HistoryUnavailable(self._where())

@@ -79,6 +79,19 @@ class MemoryTelemetrySink:
         merged = heapq.merge(*(by_metric[name].between(name, low, high) for name in names))
         return [Point(twin_id, m, ts, value) for ts, m, value in islice(merged, limit)]
 
+    def query_many(
+        self,
+        twin_ids: Sequence[str],
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int = 10_000,
+    ) -> dict[str, list[Point]]:
+        """Points of each of ``twin_ids`` (those that have any), ``since <= ts < until``, by
+        ``ts`` then metric, at most ``limit`` per twin (the oldest of the range)."""
+        found = {t: self.query(t, since=since, until=until, limit=limit) for t in twin_ids}
+        return {t: points for t, points in found.items() if points}
+
     def metrics(self, twin_id: str) -> list[str]:
         """The metrics ``twin_id`` has points of, sorted."""
         return sorted(self._twins.get(twin_id, ()))

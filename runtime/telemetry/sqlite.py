@@ -54,6 +54,16 @@ _QUERY_ONE = (
     " WHERE twin_id = :twin AND metric = :metric AND ts >= :since AND ts < :until"
     " ORDER BY ts LIMIT :limit"
 )
+# Many twins at once (training reads whole families): their rows numbered per twin by time,
+# so each keeps its oldest ``limit`` points of the range; one statement per chunk of twins.
+_QUERY_MANY = """
+SELECT twin_id, metric, ts, value FROM (
+    SELECT twin_id, metric, ts, value,
+           row_number() OVER (PARTITION BY twin_id ORDER BY ts, metric) AS n
+    FROM points WHERE twin_id IN ({marks}) AND ts >= ? AND ts < ?
+) WHERE n <= ? ORDER BY twin_id, ts, metric
+"""
+_MANY_CHUNK = 500  # twins per statement (well below SQLite's limit on parameters)
 # Retention walks the series one index seek at a time: the oldest point of the next series.
 _FIRST_SERIES = "SELECT twin_id, metric, ts FROM points ORDER BY twin_id, metric, ts LIMIT 1"
 _NEXT_SERIES = (
@@ -117,6 +127,28 @@ class SqliteTelemetrySink(SqliteFile):
         params = {"twin": twin_id, "metric": metric, "since": low, "until": high, "limit": limit}
         rows = self._conn.execute(_QUERY_ALL if metric is None else _QUERY_ONE, params)
         return list(map(Point._make, rows))
+
+    def query_many(
+        self,
+        twin_ids: Sequence[str],
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int = 10_000,
+    ) -> dict[str, list[Point]]:
+        """Points of each of ``twin_ids`` (those that have any), ``since <= ts < until``, by
+        ``ts`` then metric, at most ``limit`` per twin (the oldest of the range)."""
+        low, high = check_bounds(since, until)
+        found: dict[str, list[Point]] = {}
+        if limit <= 0 or low >= high:
+            return found
+        unique = list(dict.fromkeys(twin_ids))
+        for start in range(0, len(unique), _MANY_CHUNK):
+            chunk = unique[start : start + _MANY_CHUNK]
+            sql = _QUERY_MANY.format(marks=", ".join("?" * len(chunk)))
+            for row in self._conn.execute(sql, (*chunk, low, high, limit)):
+                found.setdefault(row[0], []).append(Point._make(row))
+        return found
 
     def metrics(self, twin_id: str) -> list[str]:
         """The metrics ``twin_id`` has points of, sorted."""

@@ -133,6 +133,8 @@ async def test_points_arrive_as_line_protocol(victoria: Victoria) -> None:
     await eventually(written, what="the points in VictoriaMetrics")
     with pytest.raises(HistoryUnavailable, match="query it there"):
         sink.query("pump-8")
+    with pytest.raises(HistoryUnavailable, match="query it there"):
+        sink.query_many(["pump-8"])
     with pytest.raises(ValueError, match="not a finite number"):
         sink.write([Point("pump-8", "t", now, float("nan"))])
     sink.close()

@@ -142,6 +142,23 @@ def test_limit_keeps_the_oldest(sink: TelemetrySink) -> None:
     assert len(sink.query("a")) == 20
 
 
+def test_many_twins_at_once_match_one_query_each(sink: TelemetrySink) -> None:
+    for twin, n in (("a", 10), ("b", 3), ("c", 6)):
+        sink.write(pts(twin, "t", *[(T0 + i, float(i)) for i in range(n)]))
+        sink.write(pts(twin, "u", *[(T0 + i, -float(i)) for i in range(n)]))
+    wanted = ["c", "a", "nobody", "b", "a"]
+    for bounds in ({}, {"since": T0 + 2, "until": T0 + 8, "limit": 5}, {"limit": 1}):
+        many = sink.query_many(wanted, **bounds)
+        assert set(many) == {"a", "b", "c"}  # twins without points are left out
+        for twin, points in many.items():
+            assert points == sink.query(twin, **bounds)
+    assert sink.query_many(["a"], limit=0) == {}
+    assert sink.query_many([]) == {}
+    # More twins than one SQL statement takes.
+    sink.write([Point(f"z{i}", "t", T0, float(i)) for i in range(1_200)])
+    assert len(sink.query_many([f"z{i}" for i in range(1_200)])) == 1_200
+
+
 def test_paging_with_since(sink: TelemetrySink) -> None:
     # The documented way through a long range: since=last ts, minus what was already seen.
     written = sorted(
