@@ -23,7 +23,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from twinfleet.adapters.simulator import FleetSimulator
-from twinfleet.models import ModelRegistry, default_registry
+from twinfleet.models import ModelRegistry, default_registry, is_trainable
 from twinfleet.models.evaluation import (
     KINDS,
     Evaluation,
@@ -32,7 +32,6 @@ from twinfleet.models.evaluation import (
     Scope,
     Scores,
     evaluate,
-    trainable,
 )
 from twinfleet.twins import TwinfleetError
 
@@ -205,6 +204,7 @@ def run_evaluation(
             interval_s=options.interval_s,
             train_until=train_until,
             scope=options.train_scope,
+            pooled=registry.spec(choice.name).pooled,
             restore=functools.partial(registry.restore, choice.name),
         )
         overall = evaluation.overall()
@@ -212,7 +212,7 @@ def run_evaluation(
             "name": choice.name,
             "params": dict(choice.params),
             "version": registry.spec(choice.name).version,
-            "trained": trainable(make()),
+            "trained": is_trainable(make()),
             "fitted": evaluation.fitted,
             "unfitted": evaluation.unfitted,
             "overall": overall.as_dict(),

@@ -15,6 +15,7 @@ from .base import (
     SelectedInputs,
     TrainableModel,
     Verdict,
+    is_trainable,
     prescore,
 )
 from .combined import COMBINED_SPEC, Combined
@@ -56,6 +57,7 @@ __all__ = [
     "TrainableModel",
     "Verdict",
     "default_registry",
+    "is_trainable",
     "outlier_spec",
     "prescore",
 ]

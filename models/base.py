@@ -37,6 +37,7 @@ __all__ = [
     "SelectedInputs",
     "TrainableModel",
     "Verdict",
+    "is_trainable",
     "parameters",
     "prescore",
     "replay",
@@ -209,7 +210,10 @@ class ModelSpec:
 
     ``params`` are the parameters ``create`` accepts, with their defaults (documentation for
     users and the API); ``inputs`` the metrics the model reads (empty: every numeric metric);
-    ``version`` changes when the model's behaviour or state format does.
+    ``version`` changes when the model's behaviour or state format does. ``pooled``: when a
+    family is trained, one model fitted on the family's pooled readings serves all its twins
+    (a static detector such as a forest); otherwise (models that go on learning each twin's
+    own readings) every twin is fitted on its own history.
     """
 
     name: str
@@ -219,6 +223,7 @@ class ModelSpec:
     params: Mapping[str, Any] = field(default_factory=dict)
     inputs: tuple[str, ...] = ()
     version: str = "1"
+    pooled: bool = False
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -232,6 +237,7 @@ class ModelSpec:
             "description": self.description,
             "params": dict(self.params),
             "inputs": list(self.inputs),
+            "pooled": self.pooled,
         }
 
 
@@ -335,6 +341,12 @@ class SelectedInputs:
         self.model.fit(
             [(ts, {k: v for k, v in values.items() if k in self.inputs}) for ts, values in history]
         )
+
+
+def is_trainable(model: AnomalyModel) -> bool:
+    """Whether ``model`` can be fitted on history (looking behind :class:`SelectedInputs`)."""
+    inner = model.model if isinstance(model, SelectedInputs) else model
+    return isinstance(inner, TrainableModel)
 
 
 def _with_inputs(spec: ModelSpec, model: AnomalyModel) -> AnomalyModel:

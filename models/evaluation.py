@@ -30,9 +30,9 @@ from itertools import groupby
 from operator import attrgetter
 from typing import Any, Literal, NamedTuple
 
-from .base import AnomalyModel, Reading, SelectedInputs, TrainableModel, prescore
+from .base import AnomalyModel, Reading, TrainableModel, is_trainable, prescore
 
-__all__ = ["Evaluation", "Label", "Observation", "Scope", "Scores", "evaluate", "trainable"]
+__all__ = ["Evaluation", "Label", "Observation", "Scope", "Scores", "evaluate"]
 
 Scope = Literal["family", "twin"]
 """What a trainable model is fitted on: its family's readings, or its own device's."""
@@ -128,12 +128,6 @@ class Evaluation:
         return total
 
 
-def trainable(model: AnomalyModel) -> bool:
-    """Whether ``model`` can be fitted on history (a model behind its declared inputs too)."""
-    inner = model.model if isinstance(model, SelectedInputs) else model
-    return isinstance(inner, TrainableModel)
-
-
 def evaluate(
     make_model: Callable[[], AnomalyModel],
     observations: Iterable[Observation],
@@ -143,6 +137,7 @@ def evaluate(
     drift_horizon: int = 20,
     train_until: float = -math.inf,
     scope: Scope = "family",
+    pooled: bool = True,
     restore: Callable[[Mapping[str, Any]], AnomalyModel] | None = None,
 ) -> Evaluation:
     """Train and run a model per device over ``observations`` (time order); score by family.
@@ -150,14 +145,18 @@ def evaluate(
     ``interval_s`` is the devices' reading interval: windows are stretched by one reading, and
     a drift window lasts ``drift_horizon`` readings. Readings before ``train_until`` train the
     models (see the module's docstring); ``restore`` rebuilds a family's fitted model for each
-    of its devices from its state (default: a deep copy).
+    of its devices from its state (default: a deep copy). As the runtime trains a family, a
+    model that is not ``pooled`` (its spec says) is fitted on each device's own readings.
     """
     history: list[Observation] = []
     scored: list[Observation] = []
     for observation in observations:
         (history if observation.ts < train_until else scored).append(observation)
     started = time.perf_counter()
-    models, fitted, unfitted = _train(make_model, history, scope=scope, restore=restore)
+    per_family = scope == "family" and pooled
+    models, fitted, unfitted = _train(
+        make_model, history, scope="family" if per_family else "twin", restore=restore
+    )
     trained = time.perf_counter()
     scores = _score(
         make_model,
@@ -188,7 +187,7 @@ def _train(
     models: dict[str, AnomalyModel] = {}
     if not history:
         return models, 0, {}
-    if not trainable(make_model()):
+    if not is_trainable(make_model()):
         for device, _, ts, values in history:
             model = models.get(device)
             if model is None:

@@ -225,4 +225,5 @@ def outlier_spec(artifacts: ModelArtifacts) -> ModelSpec:
         description="a scikit-learn outlier detector (isolation_forest, lof, one_class_svm, "
         "elliptic_envelope or sklearn.*) trained on history",
         params=_plain(OutlierParams()),
+        pooled=True,
     )

@@ -165,8 +165,19 @@ class _RayTrainingFleet:
             history.update(part)
         return history
 
-    def assign(self, family: str, assignment: Mapping[str, Any]) -> int:
-        refs = [h.set_family_model.remote(family, assignment) for h in self._hosts.values()]
+    def assign(
+        self,
+        family: str,
+        assignment: Mapping[str, Any],
+        states: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> int:
+        owned: dict[str, dict[str, Mapping[str, Any]]] = {name: {} for name in self._hosts}
+        for twin_id, state in (states or {}).items():
+            owned[self._placement.owner(twin_id)][twin_id] = state
+        refs = [
+            host.set_family_model.remote(family, assignment, states=owned[name] or None)
+            for name, host in self._hosts.items()
+        ]
         return sum(ray.get(refs))
 
     def set_models(

@@ -335,8 +335,9 @@ class TwinHost:
     def _on_deactivate(self, twin: Twin) -> None:
         """Hook: a twin is about to be dropped from memory (already snapshotted)."""
 
-    def _chosen_model(self, twin: Twin) -> dict[str, Any]:
-        """``{"name", "params", "source"}`` of the model ``twin`` should have now."""
+    def _chosen_model(self, twin: Twin, trained: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """``{"name", "params", "source"}`` of the model ``twin`` should have now (and
+        ``trained``, the id of the training it comes from, if it does)."""
         info = twin.model_info
         if info is not None and info.get("source") == "twin":
             chosen = {"name": info["name"], "params": info.get("params") or {}, "source": "twin"}
@@ -350,8 +351,14 @@ class TwinHost:
                 "params": assigned.get("params") or {},
                 "source": "family",
             }
-            if assigned.get("trained"):
-                chosen["trained"] = assigned["trained"]["id"]
+            training = assigned.get("trained")
+            if training:
+                # A family-wide state serves every twin; a twin trained on its own readings
+                # (or being given its state now) keeps that training; others start untrained.
+                current = (twin.model_info or {}).get("trained")
+                given = trained is not None and trained.get("id") == training["id"]
+                if "state" in training or current == training["id"] or given:
+                    chosen["trained"] = training["id"]
             return chosen
         return {"name": twin.family.default_model, "params": {}, "source": "default"}
 
@@ -370,7 +377,7 @@ class TwinHost:
         A trained model's version is the spec's and the training's id (``1+3f9a...``); it
         starts from the trained state (``trained``, or its family assignment's).
         """
-        chosen = self._chosen_model(twin)
+        chosen = self._chosen_model(twin, trained)
         name, params = chosen["name"], chosen["params"]
         try:
             version = self._models.spec(name).version
@@ -471,8 +478,7 @@ class TwinHost:
         """Readings from history for training: the named twins this host owns, or (``family``)
         up to ``max_twins`` of its active twins of that family; per twin at most ``limit`` points
         (the oldest of the range), as ``(ts, {metric: value})`` oldest first. Reserved ``$`` series
-        (anomaly scores) are left out. What the sink has (up to the last flush) is what counts;
-        queries run beside the event loop, not on it.
+        (anomaly scores) are left out. Queries run beside the event loop, not on it.
         """
         if self._telemetry is None:
             raise HistoryUnavailable("this platform keeps no telemetry history to train on")
@@ -481,6 +487,7 @@ class TwinHost:
             chosen = [t for t in twin_ids if t in self._twins]
         else:
             chosen = [t.id for t in self._twins.values() if t.family.name == family][:max_twins]
+        await self._write_history()  # readings waiting for the sink belong in it too
         history: dict[str, list[tuple[float, dict[str, float]]]] = {}
         sink = self._telemetry
         for start in range(0, len(chosen), _HISTORY_CHUNK):
@@ -518,21 +525,33 @@ class TwinHost:
         )
         return alarm
 
-    async def set_family_model(self, family: str, assignment: Mapping[str, Any] | None) -> int:
+    async def set_family_model(
+        self,
+        family: str,
+        assignment: Mapping[str, Any] | None,
+        *,
+        states: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> int:
         """Assign ``{"model", "params"}`` to a family (None: back to its built-in default).
 
         Active twins of the family without a model of their own switch now; the others when
-        they are next activated. Returns how many switched.
+        they are next activated. ``states`` (twin id -> ``{"id", "state"}``) are the trained
+        states of twins a training fitted one by one (activated for it). Returns how many
+        switched.
         """
         self._ensure_started()
         if assignment is None:
             self._assignments.pop(family, None)
         else:
             self._assignments[family] = dict(assignment)
+        states = states or {}
+        if states:
+            await self._activate([t for t in states if t not in self._twins])
         now = self._clock()
         changed = 0
         for twin in list(self._twins.values()):
-            if twin.family.name == family and self._reconcile_model(twin, now):
+            own = states.get(twin.id)
+            if twin.family.name == family and self._reconcile_model(twin, now, trained=own):
                 self._dirty.add(twin.id)
                 changed += 1
         return changed
@@ -1212,13 +1231,16 @@ class TwinHost:
 
     # -- background work ----------------------------------------------------------------------
 
-    async def flush(self) -> int:
-        """Write the snapshots of dirty twins in batches; return how many were written.
+    async def _write_history(self) -> None:
+        """Write the telemetry history waiting for the sink, in chunks (kept if it fails).
 
-        Telemetry history waiting since the last flush is written first.
+        Only what waits now: points arriving meanwhile wait for the next round, so a sink
+        slower than the devices cannot hold the snapshots that follow back for ever.
         """
-        while self._points and self._telemetry is not None:
+        budget = len(self._points)
+        while budget > 0 and self._points and self._telemetry is not None:
             # In chunks: snapshots and history queries take turns on the IO thread meanwhile.
+            budget -= _WRITE_CHUNK
             points = self._points[:_WRITE_CHUNK]
             del self._points[:_WRITE_CHUNK]
             try:
@@ -1239,6 +1261,13 @@ class TwinHost:
                 if self._history_failing:
                     log.warning("host %s: telemetry history written again", self.host_id)
                 self._history_failing = False
+
+    async def flush(self) -> int:
+        """Write the snapshots of dirty twins in batches; return how many were written.
+
+        Telemetry history waiting since the last flush is written first.
+        """
+        await self._write_history()
         written = 0
         while self._dirty:
             batch_ids = []

@@ -21,7 +21,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal, Protocol
 
-from twinfleet.models import ModelArtifacts, ModelRegistry, TrainableModel, default_registry
+from twinfleet.models import (
+    ModelArtifacts,
+    ModelRegistry,
+    TrainableModel,
+    default_registry,
+    is_trainable,
+)
 from twinfleet.twins import FAMILIES
 from twinfleet.twins.errors import InvalidPatch, TwinfleetError
 
@@ -107,8 +113,14 @@ class TrainingFleet(Protocol):
         """Readings per twin, oldest first, for ``request``."""
         ...
 
-    def assign(self, family: str, assignment: Mapping[str, Any]) -> int:
-        """Give every host the family's new assignment; how many active twins switched."""
+    def assign(
+        self,
+        family: str,
+        assignment: Mapping[str, Any],
+        states: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> int:
+        """Give every host the family's new assignment (and each twin in ``states``, id ->
+        ``{"id", "state"}``, its own trained state); how many active twins switched."""
         ...
 
     def set_models(
@@ -131,7 +143,7 @@ def new_training(
         raise InvalidPatch(
             f"parameters of model {request.model!r}: {err}", field="params"
         ) from None
-    if not isinstance(model, TrainableModel):
+    if not is_trainable(model):
         raise InvalidPatch(
             f"model {request.model!r} cannot be trained (it has no fit)", field="model"
         )
@@ -174,32 +186,18 @@ def run_training(
             where = request.family or ", ".join(request.twins)
             raise ValueError(f"no telemetry history of {where} in the requested range")
         record["readings"] = sum(len(r) for r in history.values())
-        if request.scope == "family":
-            assert request.family is not None  # checked by the request
+        pooled = registry.spec(request.model).pooled
+        trained: dict[str, dict[str, Any]] = {}
+        fitting = time.time()
+        if request.scope == "family" and pooled:
             model = registry.create(request.model, request.params)
             assert isinstance(model, TrainableModel)  # checked by new_training
-            fitting = time.time()
             model.fit([reading for twin in sorted(history) for reading in history[twin]])
-            record["fit_seconds"] = round(time.time() - fitting, 3)
-            assignment = {
-                "family": request.family,
-                "model": request.model,
-                "params": dict(request.params),
-                "trained": {
-                    "id": job_id,
-                    "state": model.state(),
-                    "at": time.time(),
-                    "twins": len(history),
-                    "readings": record["readings"],
-                },
-            }
-            store.put_item(MODEL_ASSIGNMENT, request.family, assignment)
-            record["switched"] = fleet.assign(request.family, assignment)
+            family_state: dict[str, Any] | None = model.state()
             record["twins_trained"] = len(history)
         else:
-            trained: dict[str, dict[str, Any]] = {}
+            family_state = None
             skipped: dict[str, str] = {}
-            fitting = time.time()
             for twin_id, readings in sorted(history.items()):
                 model = registry.create(request.model, request.params)
                 assert isinstance(model, TrainableModel)
@@ -209,12 +207,33 @@ def run_training(
                     skipped[twin_id] = str(err)
                     continue
                 trained[twin_id] = {"id": job_id, "state": model.state()}
-            record["fit_seconds"] = round(time.time() - fitting, 3)
             if not trained:
                 raise ValueError(f"no twin could be trained: {next(iter(skipped.values()))}")
-            record["switched"] = fleet.set_models(request.model, request.params, trained)
             record["twins_trained"] = len(trained)
             record["skipped"] = skipped
+        record["fit_seconds"] = round(time.time() - fitting, 3)
+        if request.scope == "family":
+            assert request.family is not None  # checked by the request
+            # A pooled model's state serves the whole family; otherwise each trained twin
+            # starts from its own state and twins trained later start untrained.
+            training: dict[str, Any] = {
+                "id": job_id,
+                "at": time.time(),
+                "twins": record["twins_trained"],
+                "readings": record["readings"],
+            }
+            if family_state is not None:
+                training["state"] = family_state
+            assignment = {
+                "family": request.family,
+                "model": request.model,
+                "params": dict(request.params),
+                "trained": training,
+            }
+            store.put_item(MODEL_ASSIGNMENT, request.family, assignment)
+            record["switched"] = fleet.assign(request.family, assignment, trained or None)
+        else:
+            record["switched"] = fleet.set_models(request.model, request.params, trained)
         record["status"] = "succeeded"
     except Exception as err:  # reported in the job's record, as the job's result
         log.warning("training %s failed: %s", job_id, err)

@@ -87,6 +87,7 @@ def test_an_installed_plugin_is_registered_with_its_declared_inputs(site: Path) 
         "description": "above a fixed level",
         "params": {"limit": 100.0},
         "inputs": ["spo2", "heart_rate"],
+        "pooled": False,
     }
     model = registry.create("ceiling", {"limit": 120})
     assert isinstance(model, SelectedInputs)

@@ -135,3 +135,29 @@ def test_streaming_builtins_fit_as_if_the_history_had_streamed_in(name: str) -> 
     for ts, values in history:
         streamed.update(values, ts)
     assert fitted.state() == streamed.state()
+
+
+def test_only_static_detectors_are_pooled_over_a_family() -> None:
+    registry = default_registry(plugins=False)
+    assert {spec.name for spec in registry.specs() if spec.pooled} == {"sklearn"}
+    assert registry.spec("sklearn").describe()["pooled"] is True
+
+
+def test_a_model_behind_its_declared_inputs_is_trainable_only_if_it_is() -> None:
+    from twinfleet.models import ModelSpec, SelectedInputs, Verdict, is_trainable
+
+    class Fixed:
+        name = "fixed"
+
+        def update(self, values: object, ts: float) -> Verdict:
+            return Verdict(0.0, False)
+
+        def state(self) -> dict[str, object]:
+            return {}
+
+    spec = ModelSpec("fixed", lambda p: Fixed(), lambda s: Fixed(), inputs=("a",))
+    registry = default_registry(plugins=False)
+    registry.register(spec)
+    assert isinstance(registry.create("fixed"), SelectedInputs)
+    assert not is_trainable(registry.create("fixed"))
+    assert is_trainable(registry.create("ewma"))
