@@ -46,7 +46,8 @@ class OutlierParams:
 
     ``estimator``: a short name from :data:`ESTIMATORS` or a dotted class name under
     ``sklearn``; ``options`` its keyword arguments (over the short name's defaults);
-    ``metrics``: the inputs (empty: the numeric metrics most readings of the history have);
+    ``metrics``: the inputs (empty: the numeric metrics most readings of the history have,
+    counters left out);
     ``min_history``: readings needed to train.
     """
 
@@ -191,14 +192,30 @@ def _plain(params: OutlierParams) -> dict[str, Any]:
 
 
 def _common_metrics(history: Sequence[Reading]) -> tuple[str, ...]:
-    """The numeric metrics at least 90% of the readings carry, sorted."""
+    """The numeric metrics at least 90% of the readings carry, but counters, sorted.
+
+    A counter (energy, cycles) only ever grows, so its level says how old a device is, not
+    whether it is well: a detector trained on it flags every reading past the training
+    period. Counters are told by their steps: (almost) none goes down. (History pooled over
+    twins goes down once between two twins, hence "almost".)
+    """
     counts: dict[str, int] = {}
+    downs: dict[str, int] = {}
+    last: dict[str, float] = {}
     for _, values in history:
         for metric, value in values.items():
             if type(value) in (int, float):
                 counts[metric] = counts.get(metric, 0) + 1
+                if metric in last and value < last[metric]:
+                    downs[metric] = downs.get(metric, 0) + 1
+                last[metric] = value
     cut = 0.9 * len(history)
-    return tuple(sorted(m for m, n in counts.items() if n >= cut))
+
+    def counter(metric: str) -> bool:
+        steps = counts[metric] - 1
+        return steps >= 10 and downs.get(metric, 0) < 0.01 * steps
+
+    return tuple(sorted(m for m, n in counts.items() if n >= cut and not counter(m)))
 
 
 def outlier_spec(artifacts: ModelArtifacts) -> ModelSpec:

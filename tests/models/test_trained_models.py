@@ -161,3 +161,13 @@ def test_a_model_behind_its_declared_inputs_is_trainable_only_if_it_is() -> None
     assert isinstance(registry.create("fixed"), SelectedInputs)
     assert not is_trainable(registry.create("fixed"))
     assert is_trainable(registry.create("ewma"))
+
+
+def test_sklearn_leaves_counters_out_of_its_default_inputs() -> None:
+    history = [(ts, {**values, "energy": 10.0 + ts}) for ts, values in correlated(200)]
+    model = default_registry(plugins=False).create("sklearn")
+    model.fit(history)
+    assert model.state()["inputs"] == ["a", "b"]  # energy only ever grows: left out
+    chosen = default_registry(plugins=False).create("sklearn", {"metrics": ["a", "energy"]})
+    chosen.fit(history)
+    assert chosen.state()["inputs"] == ["a", "energy"]  # unless asked for
