@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+import sqlite3
+import time
 from collections.abc import Sequence
 from typing import Literal
 
@@ -10,6 +13,8 @@ from twinfleet.runtime.stores.sqlite import SqliteFile
 from .base import Point, check_bounds, check_points
 
 __all__ = ["SqliteTelemetrySink"]
+
+log = logging.getLogger(__name__)
 
 # One row per point, clustered by series: a (twin, metric) time range is one index range.
 # WITHOUT ROWID because rows are small and the key is the whole identity (no second b-tree).
@@ -63,6 +68,8 @@ SELECT twin_id, metric, ts, value FROM (
     FROM points WHERE twin_id IN ({marks}) AND ts >= ? AND ts < ?
 ) WHERE n <= ? ORDER BY twin_id, ts, metric
 """
+_CHECKPOINT_EVERY_S = 5.0
+_WAL_LIMIT_BYTES = 64 * 1024 * 1024  # the WAL file is trimmed back to this after a checkpoint
 _MANY_CHUNK = 500  # twins per statement (well below SQLite's limit on parameters)
 # Retention walks the series one index seek at a time: the oldest point of the next series.
 _FIRST_SERIES = "SELECT twin_id, metric, ts FROM points ORDER BY twin_id, metric, ts LIMIT 1"
@@ -102,6 +109,8 @@ class SqliteTelemetrySink(SqliteFile):
             busy_timeout_s=busy_timeout_s,
             synchronous=synchronous,
         )
+        self._conn.execute(f"PRAGMA journal_size_limit = {_WAL_LIMIT_BYTES}")
+        self._checkpointed = time.monotonic()
 
     def write(self, points: Sequence[Point]) -> None:
         """Store ``points`` in one transaction; a point replaces any with its identity."""
@@ -109,6 +118,25 @@ class SqliteTelemetrySink(SqliteFile):
         if points:
             with self._write(f"write {len(points)} points") as conn:
                 conn.executemany(_UPSERT, points)
+            self._checkpoint_now_and_then()
+
+    def _checkpoint_now_and_then(self) -> None:
+        """Fold the WAL back into the file every few seconds of writing.
+
+        SQLite's automatic checkpoints are passive: with hosts writing and training reading
+        without pause none of them ever completes and the WAL grows without end (seen: 6 GB
+        in five minutes at 40,000 msgs/s, every query slower for it). A ``RESTART``
+        checkpoint waits for the readers of the moment, copies the WAL back and lets the next
+        writer start the WAL over; ``journal_size_limit`` then trims the file.
+        """
+        now = time.monotonic()
+        if now - self._checkpointed < _CHECKPOINT_EVERY_S:
+            return
+        self._checkpointed = now
+        try:
+            self._conn.execute("PRAGMA wal_checkpoint(RESTART)")
+        except sqlite3.OperationalError as err:  # busy past the timeout: next time then
+            log.info("telemetry sink %s: checkpoint skipped: %s", self.path, err)
 
     def query(
         self,
