@@ -17,6 +17,7 @@ import asyncio
 import collections
 import contextlib
 import copy
+import functools
 import logging
 import os
 import pickle
@@ -164,6 +165,13 @@ class TwinHost:
         self._last_used: dict[str, float] = {}
         self._dirty: set[str] = set()
         self._io = ThreadPoolExecutor(1, thread_name_prefix=f"twinfleet-store-{host_id}")
+        # Training's history reads, beside the store thread where the sink allows (its flush
+        # writes would otherwise queue every read behind a second or more of writing).
+        self._reads = (
+            ThreadPoolExecutor(1, thread_name_prefix=f"twinfleet-history-{host_id}")
+            if getattr(telemetry, "concurrent_reads", False)
+            else self._io
+        )
         self._activation = asyncio.Lock()
         self._write_locks: dict[str, asyncio.Lock] = {}
         self._commits: list[
@@ -252,6 +260,7 @@ class TwinHost:
         if self._telemetry is not None:
             await self._run(self._telemetry.close)
         self._io.shutdown(wait=True)
+        self._reads.shutdown(wait=True)
         return flushed
 
     async def _run(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
@@ -487,18 +496,21 @@ class TwinHost:
             chosen = [t for t in twin_ids if t in self._twins]
         else:
             chosen = [t.id for t in self._twins.values() if t.family.name == family][:max_twins]
-        await self._write_history()  # readings waiting for the sink belong in it too
+        # The readings waiting for the sink belong in it too (a bounded share of them when
+        # the sink is behind: training must not wait for the whole backlog).
+        await self._write_history(most=5 * _WRITE_CHUNK)
         history: dict[str, list[tuple[float, dict[str, float]]]] = {}
         sink = self._telemetry
         for start in range(0, len(chosen), _HISTORY_CHUNK):
             # Many twins per query, and the IO thread free for flushes between the queries.
-            found = await self._run(
+            read = functools.partial(
                 sink.query_many,
                 chosen[start : start + _HISTORY_CHUNK],
                 since=since,
                 until=until,
                 limit=limit,
             )
+            found = await asyncio.get_running_loop().run_in_executor(self._reads, read)
             for twin_id, points in found.items():
                 readings: dict[float, dict[str, float]] = {}
                 for point in points:
@@ -1231,13 +1243,13 @@ class TwinHost:
 
     # -- background work ----------------------------------------------------------------------
 
-    async def _write_history(self) -> None:
+    async def _write_history(self, most: int | None = None) -> None:
         """Write the telemetry history waiting for the sink, in chunks (kept if it fails).
 
-        Only what waits now: points arriving meanwhile wait for the next round, so a sink
-        slower than the devices cannot hold the snapshots that follow back for ever.
+        Only what waits now (and at most ``most`` points): points arriving meanwhile wait for
+        the next round, so a sink slower than the devices cannot hold back what follows.
         """
-        budget = len(self._points)
+        budget = len(self._points) if most is None else min(most, len(self._points))
         while budget > 0 and self._points and self._telemetry is not None:
             # In chunks: snapshots and history queries take turns on the IO thread meanwhile.
             budget -= _WRITE_CHUNK

@@ -111,6 +111,22 @@ class SqliteTelemetrySink(SqliteFile):
         )
         self._conn.execute(f"PRAGMA journal_size_limit = {_WAL_LIMIT_BYTES}")
         self._checkpointed = time.monotonic()
+        self._reader: sqlite3.Connection | None = None  # query_many's, opened when first used
+
+    concurrent_reads = True
+    """``query_many`` may run in another thread while writes go on (its own connection)."""
+
+    def _read_connection(self) -> sqlite3.Connection:
+        if self._reader is None:
+            self._reader = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self._reader.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
+        return self._reader
+
+    def close(self) -> None:
+        """Close the connections."""
+        if self._reader is not None:
+            self._reader.close()
+        super().close()
 
     def write(self, points: Sequence[Point]) -> None:
         """Store ``points`` in one transaction; a point replaces any with its identity."""
@@ -174,7 +190,8 @@ class SqliteTelemetrySink(SqliteFile):
         for start in range(0, len(unique), _MANY_CHUNK):
             chunk = unique[start : start + _MANY_CHUNK]
             sql = _QUERY_MANY.format(marks=", ".join("?" * len(chunk)))
-            for row in self._conn.execute(sql, (*chunk, low, high, limit)):
+            rows = self._read_connection().execute(sql, (*chunk, low, high, limit))
+            for row in rows:
                 found.setdefault(row[0], []).append(Point._make(row))
         return found
 
