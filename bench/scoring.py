@@ -6,7 +6,10 @@ Two views, one process, no Ray:
   in points (metric values) scored per second; baseline in the same run: the same loop with a
   model that only sums the values (the harness's own cost);
 - inside a host batch: ``TwinHost.apply`` of the same messages with every twin scored by EWMA,
-  against the same host with no model at all, in messages/s.
+  against the same host with no model at all, in messages/s;
+- ``sklearn`` (isolation_forest fitted per family on the first tenth, shared by the family's
+  devices): scored a reading at a time against scored in batches of 1,024 (``prescore``, as a
+  host does).
 
     .venv/bin/python bench/scoring.py [--devices 2000] [--rounds 50]
 """
@@ -23,7 +26,7 @@ from typing import Any
 from common import report
 
 from twinfleet.adapters.simulator import FleetSimulator
-from twinfleet.models import ModelRegistry, ModelSpec, Verdict, default_registry
+from twinfleet.models import ModelRegistry, ModelSpec, Verdict, default_registry, prescore
 from twinfleet.runtime import DeviceMessage
 from twinfleet.runtime.host import TwinHost
 from twinfleet.runtime.stores import MemoryStore
@@ -67,6 +70,36 @@ def model_rate(spec: ModelSpec, messages: list[tuple[str, float, dict[str, float
     return points / (time.perf_counter() - start)
 
 
+def sklearn_rates(messages: list[DeviceMessage], *, one_by_one: int = 2_000) -> dict[str, float]:
+    """Points/s of a family-trained isolation forest: alone per reading, and batch-scored."""
+    registry = default_registry(plugins=False)
+    cut = len(messages) // 10
+    by_family: dict[str, list[tuple[float, dict[str, float]]]] = {}
+    for m in messages[:cut]:
+        by_family.setdefault(str(m.device_type), []).append((float(m.ts or 0.0), numeric(m)))
+    states = {}
+    for family, history in by_family.items():
+        model = registry.create("sklearn")
+        model.fit(history)
+        states[family] = model.state()
+    models = {
+        m.device_id: registry.restore("sklearn", states[str(m.device_type)]) for m in messages
+    }
+    rest = [(models[m.device_id], float(m.ts or 0.0), numeric(m)) for m in messages[cut:]]
+    start = time.perf_counter()
+    for model, ts, values in rest[:one_by_one]:
+        model.update(values, ts)
+    alone = sum(len(v) for _, _, v in rest[:one_by_one]) / (time.perf_counter() - start)
+    start = time.perf_counter()
+    for i in range(0, len(rest), 1024):
+        chunk = rest[i : i + 1024]
+        prescore([(model, values) for model, _, values in chunk])
+        for model, ts, values in chunk:
+            model.update(values, ts)
+    batched = sum(len(v) for _, _, v in rest) / (time.perf_counter() - start)
+    return {"one_by_one": alone, "batched_1024": batched}
+
+
 def host_rate(messages: list[DeviceMessage], registry: ModelRegistry) -> float:
     """Messages/s through ``TwinHost.apply`` in batches of 1,000."""
 
@@ -94,7 +127,9 @@ def main() -> None:
     messages = readings(args.devices, args.rounds)
     plain = [(m.device_id, float(m.ts or 0.0), numeric(m)) for m in messages]
     floor = model_rate(ModelSpec("sum", lambda p: SumOnly(), lambda s: SumOnly()), plain)
-    rates = {spec.name: model_rate(spec, plain) for spec in default_registry(plugins=False).specs()}
+    specs = [s for s in default_registry(plugins=False).specs() if s.name != "sklearn"]
+    rates = {spec.name: model_rate(spec, plain) for spec in specs}  # sklearn: trained, below
+    forest = sklearn_rates(messages)
     with_ewma = host_rate(messages, default_registry(plugins=False))
     without = host_rate(messages, ModelRegistry())
     report(
@@ -109,6 +144,10 @@ def main() -> None:
             "host_apply_msgs_per_s_with_ewma": round(with_ewma),
             "host_apply_msgs_per_s_without_model": round(without),
             "host_ratio_with_over_without": round(with_ewma / without, 3),
+            "sklearn_isolation_forest_points_per_s": {k: round(v) for k, v in forest.items()},
+            "sklearn_batch_over_one_by_one": round(
+                forest["batched_1024"] / forest["one_by_one"], 1
+            ),
             "target_ewma_points_per_s": 200_000,
         },
     )
