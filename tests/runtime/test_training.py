@@ -96,8 +96,9 @@ def test_a_family_model_trains_while_twins_ingest_and_is_swapped_in(
         done = asyncio.run(finished)
         sent_during = feeder.sent
     assert done["status"] == "succeeded", done["error"]
-    # The streaming twins are of the family too: trained on what they had sent by then.
-    assert done["twins_trained"] == len(trained_on) + len(busy)
+    # The streaming twins are of the family too: trained on whatever history they had by
+    # then (none yet, if the job read first).
+    assert len(trained_on) <= done["twins_trained"] <= len(trained_on) + len(busy)
     assert done["readings"] >= 12 * 120
     assert done["version"] == f"1+{job['id']}"
     assert sent_during > 0
