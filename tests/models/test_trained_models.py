@@ -171,3 +171,21 @@ def test_sklearn_leaves_counters_out_of_its_default_inputs() -> None:
     chosen = default_registry(plugins=False).create("sklearn", {"metrics": ["a", "energy"]})
     chosen.fit(history)
     assert chosen.state()["inputs"] == ["a", "energy"]  # unless asked for
+
+
+def test_combined_with_a_mahalanobis_spread_finds_broken_relations_and_frozen_metrics() -> None:
+    registry = default_registry(plugins=False)
+    model = registry.create("combined", {"spread": "mahalanobis", "stuck": {"repeats": 5}})
+    for ts, values in correlated(400):
+        model.update(values, ts)
+    assert model.update({"a": 11.0, "b": 38.0}, 400.0).anomalous  # the relation breaks
+    frozen = [model.update({"a": 10.0, "b": 40.0}, 401.0 + k) for k in range(40)]
+    assert any(v.anomalous for v in frozen)  # and then the metrics freeze
+    state = model.state()
+    assert state["spread"] == "mahalanobis"
+    assert registry.restore("combined", state).state() == state
+    assert "spread" not in registry.create("combined").state()  # ewma: as before
+    with pytest.raises(ValueError, match="spread 'iforest' is not one of ewma, mahalanobis"):
+        registry.create("combined", {"spread": "iforest"})
+    with pytest.raises(ValueError, match="unknown combined parameters: ewma"):
+        registry.create("combined", {"spread": "mahalanobis", "ewma": {}})
