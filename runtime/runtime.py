@@ -425,10 +425,13 @@ class Runtime:
         """
         for twin_id in twins:
             validate_device_id(twin_id)
+        if family is not None and family not in FAMILIES:
+            known = ", ".join(sorted(FAMILIES))
+            raise InvalidPatch(f"no device family {family!r} (known: {known})", field="family")
         if model is None:
             if family is None:
                 raise InvalidPatch("name a model to train for these twins", field="model")
-            current = self._store.get_item(MODEL_ASSIGNMENT, family) if family in FAMILIES else None
+            current = self._store.get_item(MODEL_ASSIGNMENT, family)
             model = current["model"] if current else FAMILIES[family].default_model
             params = current.get("params", {}) if current and params is None else params
         request = TrainingRequest(

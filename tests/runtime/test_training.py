@@ -200,6 +200,10 @@ def test_bad_trainings_are_refused_or_fail_with_a_reason(runtime: Runtime) -> No
         runtime.train(family=FAMILY, model="sklearn", params={"estimator": "nope"})
     with pytest.raises(InvalidPatch, match="no device family"):
         runtime.train(family="toasters", model="ewma")
+    with pytest.raises(InvalidPatch, match="no device family 'toasters'"):
+        runtime.train(family="toasters")  # its default model is looked up after the check
+    with pytest.raises(InvalidPatch, match="name a model"):
+        runtime.train(twins=["x"], scope="twin")
     with pytest.raises(InvalidPatch, match="names a family and no twins"):
         runtime.train(twins=["x"], model="ewma")
     with pytest.raises(TrainingNotFound):
