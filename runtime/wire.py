@@ -30,7 +30,7 @@ from typing import Any
 import orjson
 
 from twinfleet.twins import TwinfleetError
-from twinfleet.twins.errors import rebuild_error
+from twinfleet.twins.errors import InvalidPatch, rebuild_error
 
 __all__ = ["ConnectionLost", "Endpoint", "HostChannel", "HostServer", "RemoteError"]
 
@@ -183,15 +183,20 @@ class HostChannel:
         raise AssertionError("unreachable")
 
     async def _call_once(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        self._next_id += 1
+        call_id = self._next_id
+        try:
+            frame = _frame([call_id, method, args, kwargs])
+        except TypeError as err:  # orjson: an integer beyond 64 bits, a value not JSON
+            # What cannot be sent is the caller's error (400), not a lost connection.
+            raise InvalidPatch(f"{method}: a value cannot be sent: {err}") from None
         writer = self._writer
         if writer is None or writer.is_closing():
             writer = await self._connect()
-        self._next_id += 1
-        call_id = self._next_id
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending[call_id] = future
         try:
-            writer.write(_frame([call_id, method, args, kwargs]))
+            writer.write(frame)
             await writer.drain()
             failed, result = await future
         finally:

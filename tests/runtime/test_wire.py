@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from twinfleet.runtime.wire import ConnectionLost, Endpoint, HostChannel, HostServer, RemoteError
-from twinfleet.twins import TwinNotFound, VersionConflict
+from twinfleet.twins import InvalidPatch, TwinNotFound, VersionConflict
 
 
 class Target:
@@ -86,6 +86,8 @@ async def test_errors_come_back_as_their_own_types() -> None:
             await channel.call("broken")
         with pytest.raises(RemoteError, match="no direct method 'secret'"):
             await channel.call("secret")
+        with pytest.raises(InvalidPatch, match="echo: a value cannot be sent: Integer exceeds"):
+            await channel.call("echo", {"n": 2**70})  # the caller's error, not a lost line
         assert await channel.call("echo", 1) == 1  # the connection survived all of that
     finally:
         await channel.close()
