@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, fields, is_dataclass
 from importlib.metadata import entry_points
 from typing import Any, NamedTuple, Protocol, TypeVar, runtime_checkable
 
-from twinfleet.twins.errors import UnknownModel
+from twinfleet.twins.errors import InvalidPatch, TwinfleetError, UnknownModel
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -292,6 +292,16 @@ class ModelRegistry:
         """A new model ``name`` with ``params`` (seeing only its declared inputs)."""
         spec = self.spec(name)
         return _with_inputs(spec, spec.create(params or {}))
+
+    def checked(self, name: str, params: Mapping[str, Any] | None = None) -> AnomalyModel:
+        """:meth:`create`, for parameters from users: whatever a model (a plugin's too)
+        raises on bad parameters becomes ``InvalidPatch`` naming the model."""
+        try:
+            return self.create(name, params)
+        except TwinfleetError:
+            raise  # an unknown model, as itself
+        except Exception as err:
+            raise InvalidPatch(f"parameters of model {name!r}: {err}", field="params") from None
 
     def restore(self, name: str, state: Mapping[str, Any]) -> AnomalyModel:
         """The model ``name`` rebuilt from what its ``state()`` returned."""

@@ -43,7 +43,7 @@ from twinfleet.twins import (
     validate_device_id,
 )
 from twinfleet.twins.alarms import AlarmRule, rules_from_documents
-from twinfleet.twins.errors import InvalidPatch, StoreUnavailable, VersionConflict
+from twinfleet.twins.errors import StoreUnavailable, VersionConflict
 from twinfleet.twins.query import TwinSelector
 from twinfleet.twins.twin import ModelSlot
 
@@ -581,12 +581,7 @@ class TwinHost:
         ``trained`` (``{"id", "state"}``, from a training job) starts it from a trained state.
         """
         if model is not None:
-            try:
-                self._models.create(model, params or {})  # refuse bad names and params now
-            except (ValueError, TypeError) as err:
-                raise InvalidPatch(
-                    f"parameters of model {model!r}: {err}", field="params"
-                ) from None
+            self._models.checked(model, params)  # refuse bad names and params now
 
         def change(twin: Twin, now: float) -> bool:
             twin.model_info = (

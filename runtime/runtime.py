@@ -7,6 +7,7 @@ never created: ``runtime.twin("pump-7")`` is a handle whether or not the twin is
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -17,7 +18,7 @@ import ray
 from ray.exceptions import RayTaskError
 
 from twinfleet.models import ModelRegistry, default_registry
-from twinfleet.twins import FAMILIES, TwinFilter, TwinfleetError, validate_device_id
+from twinfleet.twins import FAMILIES, TwinFilter, TwinfleetError, family_named, validate_device_id
 from twinfleet.twins.alarms import rules_from_documents
 from twinfleet.twins.errors import InvalidPatch
 from twinfleet.twins.query import TwinSelector
@@ -339,20 +340,12 @@ class Runtime:
         Twins with a model of their own keep it. The assignment is durable; every host takes
         it now (active twins switch, sleeping ones when they wake). Returns the assignment.
         """
-        if family not in FAMILIES:
-            known = ", ".join(sorted(FAMILIES))
-            raise InvalidPatch(f"no device family {family!r} (known: {known})", field="family")
+        family_named(family)
         assignment: dict[str, Any] | None = None
         if model is None:
             self._store.delete_item(MODEL_ASSIGNMENT, family)
         else:
-            try:
-                self.models().create(model, params or {})  # refuse bad names and params now
-            except TwinfleetError:
-                raise  # an unknown model, as itself
-            except Exception as err:  # whatever a model (a plugin's too) raises on bad params
-                message = f"parameters of model {model!r}: {err}"
-                raise InvalidPatch(message, field="params") from None
+            self.models().checked(model, params)  # refuse bad names and params now
             assignment = {"family": family, "model": model, "params": dict(params or {})}
             self._store.put_item(MODEL_ASSIGNMENT, family, assignment)
         ray.get([h.set_family_model.remote(family, assignment) for h in self._all_hosts()])
@@ -389,14 +382,12 @@ class Runtime:
         """Replace a family's alarm rules (None: back to its built-in ones), durably; every
         host judges by them at once, and alarms of rules that are gone clear. The family's
         rules as :meth:`alarm_rules` lists them."""
-        if family not in FAMILIES:
-            known = ", ".join(sorted(FAMILIES))
-            raise InvalidPatch(f"no device family {family!r} (known: {known})", field="family")
+        family_named(family)
         if rules is None:
             self._store.delete_item(ALARM_RULES, family)
         else:
             parsed = rules_from_documents(rules)  # refuse bad rules before storing any
-            plain = [{k: v for k, v in r.document().items() if k != "condition"} for r in parsed]
+            plain = [dataclasses.asdict(rule) for rule in parsed]
             self._store.put_item(ALARM_RULES, family, {"family": family, "rules": plain})
             rules = plain
         ray.get([h.set_family_alarm_rules.remote(family, rules) for h in self._all_hosts()])
@@ -425,14 +416,13 @@ class Runtime:
         """
         for twin_id in twins:
             validate_device_id(twin_id)
-        if family is not None and family not in FAMILIES:
-            known = ", ".join(sorted(FAMILIES))
-            raise InvalidPatch(f"no device family {family!r} (known: {known})", field="family")
+        if family is not None:
+            family_named(family)
         if model is None:
             if family is None:
                 raise InvalidPatch("name a model to train for these twins", field="model")
             current = self._store.get_item(MODEL_ASSIGNMENT, family)
-            model = current["model"] if current else FAMILIES[family].default_model
+            model = current["model"] if current else family_named(family).default_model
             params = current.get("params", {}) if current and params is None else params
         request = TrainingRequest(
             model=model,

@@ -28,7 +28,7 @@ from twinfleet.models import (
     default_registry,
     is_trainable,
 )
-from twinfleet.twins import FAMILIES
+from twinfleet.twins import family_named
 from twinfleet.twins.errors import InvalidPatch, TwinfleetError
 
 from .artifacts import StoreArtifacts
@@ -81,9 +81,8 @@ class TrainingRequest:
         object.__setattr__(self, "twins", tuple(self.twins))
         if self.scope not in ("family", "twin"):
             raise InvalidPatch(f"scope {self.scope!r} is not family or twin", field="scope")
-        if self.family is not None and self.family not in FAMILIES:
-            known = ", ".join(sorted(FAMILIES))
-            raise InvalidPatch(f"no device family {self.family!r} (known: {known})", field="family")
+        if self.family is not None:
+            family_named(self.family)
         if self.scope == "family" and (self.family is None or self.twins):
             raise InvalidPatch("a family-wide training names a family and no twins", field="family")
         if self.scope == "twin" and self.family is None and not self.twins:
@@ -135,14 +134,7 @@ def new_training(
 ) -> dict[str, Any]:
     """Check ``request`` and record a new job as ``running``; its record (with its ``id``)."""
     spec = registry.spec(request.model)
-    try:
-        model = registry.create(request.model, request.params)
-    except TwinfleetError:
-        raise
-    except Exception as err:  # whatever a model (a plugin's too) raises on bad params
-        raise InvalidPatch(
-            f"parameters of model {request.model!r}: {err}", field="params"
-        ) from None
+    model = registry.checked(request.model, request.params)
     if not is_trainable(model):
         raise InvalidPatch(
             f"model {request.model!r} cannot be trained (it has no fit)", field="model"

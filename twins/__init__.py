@@ -25,7 +25,7 @@ from .errors import (
     UnsupportedFormat,
     VersionConflict,
 )
-from .families import FAMILIES, GENERIC, DeviceFamily, Metric, family_for
+from .families import FAMILIES, GENERIC, DeviceFamily, Metric, family_for, family_named
 from .filters import (
     MAX_FILTER_DEPTH,
     MAX_FILTER_LENGTH,
@@ -110,6 +110,7 @@ __all__ = [
     "check_depth",
     "delta",
     "family_for",
+    "family_named",
     "merge_patch",
     "merge_timestamped",
     "parse_filter",

@@ -13,8 +13,17 @@ from types import MappingProxyType
 from typing import Literal
 
 from .alarms import AlarmRule
+from .errors import InvalidPatch
 
-__all__ = ["ANOMALY_RULE", "FAMILIES", "GENERIC", "DeviceFamily", "Metric", "family_for"]
+__all__ = [
+    "ANOMALY_RULE",
+    "FAMILIES",
+    "GENERIC",
+    "DeviceFamily",
+    "Metric",
+    "family_for",
+    "family_named",
+]
 
 ANOMALY_RULE = AlarmRule("anomaly", raise_after=3, clear_after=5)
 """Every family's default: three anomalous readings in a row raise, five normal ones clear."""
@@ -186,4 +195,14 @@ def family_for(device_type: str | None) -> DeviceFamily:
     family = FAMILIES.get(device_type)
     if family is None:
         family = FAMILIES.get(device_type.split(".", 1)[0], GENERIC)
+    return family
+
+
+def family_named(name: str) -> DeviceFamily:
+    """The family called exactly ``name`` (assignments, rules, training name one), or
+    ``InvalidPatch`` listing the known ones."""
+    family = FAMILIES.get(name)
+    if family is None:
+        known = ", ".join(sorted(FAMILIES))
+        raise InvalidPatch(f"no device family {name!r} (known: {known})", field="family")
     return family
