@@ -62,6 +62,7 @@ import cbor2
 import orjson
 from aiocoap.numbers.codes import Code
 
+from twinfleet.errors import MethodNotAllowed, NotAcceptable, UnknownResource
 from twinfleet.runtime.events import Event
 from twinfleet.runtime.messages import DeviceMessage, Rejection
 from twinfleet.runtime.port import FleetPort
@@ -97,24 +98,6 @@ PROTOCOL: Final = "coap"
 DEFAULT_PORT: Final = 5683
 _EVENT_TYPES: Final = frozenset(("desired", "command"))
 _DIAGNOSTIC_CHARS: Final = 200  # a diagnostic payload is for a human; keep the datagram small
-
-
-class UnknownResource(TwinfleetError):
-    """A CoAP path the endpoint does not serve."""
-
-    code = "unknown_resource"
-
-
-class MethodNotAllowed(TwinfleetError):
-    """A served path asked with a method it does not take."""
-
-    code = "method_not_allowed"
-
-
-class NotAcceptable(TwinfleetError):
-    """A GET asking (Accept) for a format the endpoint does not answer in."""
-
-    code = "not_acceptable"
 
 
 COAP_CODES: Final[dict[str, Code]] = {

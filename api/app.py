@@ -19,6 +19,14 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from twinfleet.errors import (
+    Conflict,
+    InvalidRequest,
+    NotFound,
+    PreconditionRequired,
+    Unauthorized,
+    UnsupportedMediaType,
+)
 from twinfleet.runtime import Runtime, RuntimeFleet
 from twinfleet.runtime.telemetry import ANOMALY_FLAG, ANOMALY_SCORE, Point, TelemetrySink
 from twinfleet.twins import (
@@ -27,7 +35,6 @@ from twinfleet.twins import (
     InvalidPatch,
     PayloadTooLarge,
     TwinFilter,
-    TwinfleetError,
     WithAlarms,
     parse_filter,
     parse_timestamp,
@@ -36,25 +43,17 @@ from twinfleet.twins import (
 )
 from twinfleet.twins.query import AllOf, TwinSelector
 
-from .auth import Principal, TokenStore, Unauthorized
+from .auth import Principal, TokenStore
 from .dashboard import install_dashboard
 from .errors import error_body, install_error_handlers
 from .metrics import install_metrics
 from .ratelimit import RequestLimiter
 
-__all__ = ["ApiError", "create_app"]
+__all__ = ["create_app"]
 
 MAX_BODY_BYTES = 256 * 1024
 DEFAULT_RATE_LIMIT = "3000/minute"  # per token: 50/s sustained, bursts allowed
 _MERGE_PATCH = "application/merge-patch+json"
-
-
-class ApiError(TwinfleetError):
-    """An API-level refusal with its own code (precondition_required, unsupported_media_type)."""
-
-    def __init__(self, code: str, message: str, *, field: str | None = None) -> None:
-        super().__init__(message, field=field)
-        self.code = code
 
 
 class CommandIn(BaseModel):
@@ -256,7 +255,7 @@ def create_app(
         for item in tag or []:
             key, sep, value = item.partition(":")
             if not sep or not key:
-                raise InvalidPatch(f"tag {item!r} is not key:value", field="tag")
+                raise InvalidRequest(f"tag {item!r} is not key:value", field="tag")
             tags[key] = value
         selector: TwinSelector = TwinFilter(
             type=type, tags=tags, online=online, anomalous=anomalous
@@ -281,9 +280,7 @@ def create_app(
         patch = await _merge_patch(request)
         expected = _expected_version(if_match)
         if expected is None and require_if_match:
-            raise ApiError(
-                "precondition_required", "send If-Match with the twin's version", field="if-match"
-            )
+            raise PreconditionRequired("send If-Match with the twin's version", field="if-match")
         doc = await fleet.call(twin_id, "patch_desired", twin_id, patch, expected_version=expected)
         return _document(doc)
 
@@ -313,9 +310,7 @@ def create_app(
         """
         validate_device_id(twin_id)
         if telemetry is None:
-            raise ApiError(
-                "not_found", "this platform keeps no telemetry history", field="telemetry"
-            )
+            raise NotFound("this platform keeps no telemetry history", field="telemetry")
         points = await asyncio.to_thread(
             telemetry.query,
             twin_id,
@@ -408,7 +403,7 @@ def create_app(
         """Register a device (id, family, tags); its twin is created in state ``registered``."""
         validate_device_id(body.id)
         if await asyncio.to_thread(runtime.device, body.id) is not None:
-            raise ApiError("conflict", f"device {body.id!r} is registered already", field="id")
+            raise Conflict(f"device {body.id!r} is registered already", field="id")
         doc = await asyncio.to_thread(
             runtime.register, body.id, device_type=body.type, tags=body.tags
         )
@@ -431,7 +426,7 @@ def create_app(
         """A device's registry entry and its twin's lifecycle state."""
         entry = await asyncio.to_thread(runtime.device, device_id)
         if entry is None:
-            raise ApiError("not_found", f"device {device_id!r} is not registered", field="id")
+            raise NotFound(f"device {device_id!r} is not registered", field="id")
         doc = await fleet.call(device_id, "get", device_id)
         return {**entry, "lifecycle": doc["lifecycle"]}
 
@@ -451,9 +446,7 @@ def create_app(
         validate_device_id(twin_id)
         await fleet.call(twin_id, "get", twin_id)  # 404 for a twin that does not exist
         if telemetry is None:
-            raise ApiError(
-                "not_found", "this platform keeps no telemetry history", field="telemetry"
-            )
+            raise NotFound("this platform keeps no telemetry history", field="telemetry")
         now = time.time()
         points = await asyncio.to_thread(
             telemetry.query, twin_id, since=now - max(WINDOWS.values()), limit=1_000_000
@@ -481,7 +474,7 @@ def create_app(
         wanted = frozenset(state or ("active", "acknowledged"))
         unknown = wanted - set(ALARM_STATES)
         if unknown:
-            raise InvalidPatch(
+            raise InvalidRequest(
                 f"alarm state {sorted(unknown)[0]!r} is not one of {', '.join(ALARM_STATES)}",
                 field="state",
             )
@@ -631,7 +624,7 @@ def create_app(
     async def revoke_token(token_id: str) -> Response:
         """Revoke a token."""
         if not await asyncio.to_thread(tokens.revoke, token_id):
-            raise ApiError("not_found", f"no token {token_id!r}", field="token_id")
+            raise NotFound(f"no token {token_id!r}", field="token_id")
         return Response(status_code=204)
 
     @api.get("/events", tags=["events"], dependencies=[allowed("events:read")])
@@ -649,7 +642,7 @@ def create_app(
         start = after
         if last_event_id is not None:
             if not last_event_id.isdigit():
-                raise InvalidPatch("Last-Event-ID is an event id", field="last-event-id")
+                raise InvalidRequest("Last-Event-ID is an event id", field="last-event-id")
             start = int(last_event_id)
         return StreamingResponse(
             _sse(fleet, request, types=type, twin=twin, after=start),
@@ -714,8 +707,7 @@ async def _sse(
 async def _merge_patch(request: Request) -> dict[str, Any]:
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if kind not in (_MERGE_PATCH, "application/json"):
-        raise ApiError(
-            "unsupported_media_type",
+        raise UnsupportedMediaType(
             f"send {_MERGE_PATCH} (or application/json), not {kind or 'nothing'}",
             field="content-type",
         )
@@ -754,7 +746,7 @@ def _expected_version(if_match: str | None) -> int | None:
         return None
     text = if_match.strip().removeprefix("W/").strip('"')
     if not text.isdigit():
-        raise InvalidPatch(f"If-Match {if_match!r} is not a twin version", field="if-match")
+        raise InvalidRequest(f"If-Match {if_match!r} is not a twin version", field="if-match")
     return int(text)
 
 

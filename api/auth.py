@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Final, Literal
 
+from twinfleet.errors import Forbidden, Unauthorized
 from twinfleet.runtime.stores import StateStore
 from twinfleet.twins import TwinfleetError
 
@@ -49,18 +50,6 @@ PERMISSIONS: Final[Mapping[str, frozenset[str]]] = MappingProxyType(
 
 _KIND = "tokens"
 _CACHE_S = 10.0  # a revoked token stops working within this long on other API processes
-
-
-class Unauthorized(TwinfleetError):
-    """No valid bearer token."""
-
-    code = "unauthorized"
-
-
-class Forbidden(TwinfleetError):
-    """The token's role lacks the permission."""
-
-    code = "forbidden"
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,22 +13,9 @@ from limits import RateLimitItem, parse
 from limits import storage as limit_storage
 from limits.aio.strategies import MovingWindowRateLimiter
 
-from twinfleet.twins import TwinfleetError
+from twinfleet.errors import RateLimited
 
 __all__ = ["RateLimited", "RequestLimiter"]
-
-
-class RateLimited(TwinfleetError):
-    """Too many requests for this token; ``retry_after`` says how many seconds to wait."""
-
-    code = "rate_limited"
-
-    def __init__(self, message: str, *, retry_after: int) -> None:
-        super().__init__(message, field="authorization")
-        self.retry_after = retry_after
-
-    def _extra(self) -> dict[str, object]:
-        return {"retry_after": self.retry_after}
 
 
 class RequestLimiter:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, fields, is_dataclass
 from importlib.metadata import entry_points
 from typing import Any, NamedTuple, Protocol, TypeVar, runtime_checkable
 
-from twinfleet.twins.errors import InvalidPatch, TwinfleetError, UnknownModel
+from twinfleet.errors import InvalidRequest, TwinfleetError, UnknownModel
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -301,7 +301,7 @@ class ModelRegistry:
         except TwinfleetError:
             raise  # an unknown model, as itself
         except Exception as err:
-            raise InvalidPatch(f"parameters of model {name!r}: {err}", field="params") from None
+            raise InvalidRequest(f"parameters of model {name!r}: {err}", field="params") from None
 
     def restore(self, name: str, state: Mapping[str, Any]) -> AnomalyModel:
         """The model ``name`` rebuilt from what its ``state()`` returned."""

@@ -13,8 +13,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from twinfleet.errors import InvalidPatch
 from twinfleet.twins import TwinfleetError, validate_device_id
-from twinfleet.twins.errors import InvalidPatch
 
 from .messages import DeviceMessage, IngestResult, Rejection
 from .placement import Placement

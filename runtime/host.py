@@ -30,6 +30,7 @@ from typing import Any, ParamSpec, TypeVar
 
 import psutil
 
+from twinfleet.errors import StoreUnavailable, VersionConflict
 from twinfleet.models import ModelArtifacts, ModelRegistry, default_registry, prescore
 from twinfleet.twins import (
     FINAL_STATUSES,
@@ -43,7 +44,6 @@ from twinfleet.twins import (
     validate_device_id,
 )
 from twinfleet.twins.alarms import AlarmRule, rules_from_documents
-from twinfleet.twins.errors import StoreUnavailable, VersionConflict
 from twinfleet.twins.query import TwinSelector
 from twinfleet.twins.twin import ModelSlot
 

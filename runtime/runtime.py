@@ -17,10 +17,10 @@ from typing import Any, Literal, NamedTuple
 import ray
 from ray.exceptions import RayTaskError
 
+from twinfleet.errors import InvalidRequest
 from twinfleet.models import ModelRegistry, default_registry
 from twinfleet.twins import FAMILIES, TwinFilter, TwinfleetError, family_named, validate_device_id
 from twinfleet.twins.alarms import rules_from_documents
-from twinfleet.twins.errors import InvalidPatch
 from twinfleet.twins.query import TwinSelector
 
 from .actors import spawn_host, spawn_hub, spawn_training
@@ -265,7 +265,7 @@ class Runtime:
         validate_device_id(device_id)
         mode = placement or self.settings.default_placement
         if mode not in ("virtual", "dedicated"):
-            raise InvalidPatch("placement is 'virtual' or 'dedicated'", field="placement")
+            raise InvalidRequest("placement is 'virtual' or 'dedicated'", field="placement")
         entry = {
             "id": device_id,
             "type": device_type,
@@ -299,7 +299,7 @@ class Runtime:
         counted.
         """
         if by != "family" and not (by.startswith("tag:") and len(by) > 4):
-            raise InvalidPatch("aggregate by 'family' or 'tag:<key>'", field="by")
+            raise InvalidRequest("aggregate by 'family' or 'tag:<key>'", field="by")
         self._router.flush()
         merged: dict[str, list[float]] = {}
         for part in ray.get([h.aggregate.remote(by, metric) for h in self._all_hosts()]):
@@ -420,7 +420,7 @@ class Runtime:
             family_named(family)
         if model is None:
             if family is None:
-                raise InvalidPatch("name a model to train for these twins", field="model")
+                raise InvalidRequest("name a model to train for these twins", field="model")
             current = self._store.get_item(MODEL_ASSIGNMENT, family)
             model = current["model"] if current else family_named(family).default_model
             params = current.get("params", {}) if current and params is None else params
@@ -557,7 +557,7 @@ class Runtime:
         elif criteria:
             raise TypeError("pass either a TwinFilter or keyword criteria, not both")
         if limit < 1:
-            raise InvalidPatch("limit must be at least 1", field="limit")
+            raise InvalidRequest("limit must be at least 1", field="limit")
         self.flush()
         refs = [
             h.query.remote(flt, after=after, limit=limit, placement=self._placement)

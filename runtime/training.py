@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal, Protocol
 
+from twinfleet.errors import InvalidRequest, TrainingNotFound
 from twinfleet.models import (
     ModelArtifacts,
     ModelRegistry,
@@ -29,7 +30,6 @@ from twinfleet.models import (
     is_trainable,
 )
 from twinfleet.twins import family_named
-from twinfleet.twins.errors import InvalidPatch, TwinfleetError
 
 from .artifacts import StoreArtifacts
 from .host import MODEL_ASSIGNMENT
@@ -49,12 +49,6 @@ log = logging.getLogger(__name__)
 
 MODEL_TRAINING: Final = "model-training"  # store items: job id -> the job's record
 History = dict[str, list[tuple[float, dict[str, float]]]]
-
-
-class TrainingNotFound(TwinfleetError):
-    """No training job with this id."""
-
-    code = "training_not_found"
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,17 +74,19 @@ class TrainingRequest:
     def __post_init__(self) -> None:
         object.__setattr__(self, "twins", tuple(self.twins))
         if self.scope not in ("family", "twin"):
-            raise InvalidPatch(f"scope {self.scope!r} is not family or twin", field="scope")
+            raise InvalidRequest(f"scope {self.scope!r} is not family or twin", field="scope")
         if self.family is not None:
             family_named(self.family)
         if self.scope == "family" and (self.family is None or self.twins):
-            raise InvalidPatch("a family-wide training names a family and no twins", field="family")
+            raise InvalidRequest(
+                "a family-wide training names a family and no twins", field="family"
+            )
         if self.scope == "twin" and self.family is None and not self.twins:
-            raise InvalidPatch("a per-twin training names a family or twins", field="twins")
+            raise InvalidRequest("a per-twin training names a family or twins", field="twins")
         if self.max_twins < 1 or self.limit < 2:
-            raise InvalidPatch("max_twins must be 1 or more and limit 2 or more", field="limit")
+            raise InvalidRequest("max_twins must be 1 or more and limit 2 or more", field="limit")
         if self.since is not None and self.until is not None and self.since >= self.until:
-            raise InvalidPatch("since must come before until", field="since")
+            raise InvalidRequest("since must come before until", field="since")
 
     def describe(self) -> dict[str, Any]:
         """JSON-ready, for the job's record."""
@@ -136,7 +132,7 @@ def new_training(
     spec = registry.spec(request.model)
     model = registry.checked(request.model, request.params)
     if not is_trainable(model):
-        raise InvalidPatch(
+        raise InvalidRequest(
             f"model {request.model!r} cannot be trained (it has no fit)", field="model"
         )
     job_id = uuid.uuid4().hex[:12]

@@ -11,8 +11,8 @@ call.
 Frames are a 4-byte big-endian length and an orjson body. The client's first frame is the
 host's random key (so only callers that asked Ray for the endpoint get in); then requests
 ``[id, method, args, kwargs]`` and answers ``[id, 0, result]`` or ``[id, 1, error]``, many in
-flight on one connection. Errors travel as ``{"type", "message", "field", "extra"}`` and are
-raised again as the same ``TwinfleetError`` subclass.
+flight on one connection. Errors travel as ``{"code", "message", "field", "extra"}`` and are
+raised again as the ``TwinfleetError`` subclass of that code (``twinfleet.errors``).
 """
 
 from __future__ import annotations
@@ -29,10 +29,15 @@ from typing import Any
 
 import orjson
 
+from twinfleet.errors import (
+    ConnectionLost,
+    InternalError,
+    InvalidRequest,
+    rebuild_error,
+)
 from twinfleet.twins import TwinfleetError
-from twinfleet.twins.errors import InvalidPatch, rebuild_error
 
-__all__ = ["ConnectionLost", "Endpoint", "HostChannel", "HostServer", "RemoteError"]
+__all__ = ["ConnectionLost", "Endpoint", "HostChannel", "HostServer", "InternalError"]
 
 log = logging.getLogger(__name__)
 
@@ -49,16 +54,6 @@ class Endpoint:
     key: str
 
 
-class ConnectionLost(Exception):
-    """The connection to a host closed before its answer came (the host may have restarted)."""
-
-
-class RemoteError(TwinfleetError):
-    """An error a host raised that is not a ``TwinfleetError`` (a bug, reported as such)."""
-
-    code = "internal_error"
-
-
 def _frame(body: Any) -> bytes:
     data = orjson.dumps(body)
     return _LENGTH.pack(len(data)) + data
@@ -73,19 +68,13 @@ async def _read_frame(reader: asyncio.StreamReader) -> Any:
 
 def _encode_error(err: BaseException) -> dict[str, Any]:
     if isinstance(err, TwinfleetError):
-        return {
-            "type": type(err).__name__,
-            "message": err.message,
-            "field": err.field,
-            "extra": err._extra(),
-        }
-    return {"type": "RemoteError", "message": f"{type(err).__name__}: {err}", "field": None}
+        return {"code": err.code, "message": err.message, "field": err.field, "extra": err._extra()}
+    # A host's unexpected exception is a bug: the caller sees an internal error, typed so.
+    return {"code": InternalError.code, "message": f"{type(err).__name__}: {err}", "field": None}
 
 
 def _decode_error(data: dict[str, Any]) -> TwinfleetError:
-    if data["type"] == "RemoteError":
-        return RemoteError(data["message"])
-    return rebuild_error(data["type"], data["message"], data.get("field"), data.get("extra", {}))
+    return rebuild_error(data["code"], data["message"], data.get("field"), data.get("extra", {}))
 
 
 class HostServer:
@@ -142,7 +131,7 @@ class HostServer:
         try:
             _, method, args, kwargs = request
             if method not in self._methods:
-                raise RemoteError(f"no direct method {method!r}")
+                raise InternalError(f"no direct method {method!r}")
             result = await getattr(self._target, method)(*args, **kwargs)
             frame = _frame([call_id, 0, result])
         except Exception as err:  # every failure goes back to the caller, typed
@@ -189,7 +178,7 @@ class HostChannel:
             frame = _frame([call_id, method, args, kwargs])
         except TypeError as err:  # orjson: an integer beyond 64 bits, a value not JSON
             # What cannot be sent is the caller's error (400), not a lost connection.
-            raise InvalidPatch(f"{method}: a value cannot be sent: {err}") from None
+            raise InvalidRequest(f"{method}: a value cannot be sent: {err}") from None
         writer = self._writer
         if writer is None or writer.is_closing():
             writer = await self._connect()

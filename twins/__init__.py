@@ -5,9 +5,7 @@ Nothing here imports Ray, FastAPI or a network library.
 
 from __future__ import annotations
 
-from .alarms import ALARM_STATES, AlarmRule, AlarmTracker, UnknownAlarm, WithAlarms
-from .commands import FINAL_STATUSES, CommandRequest, CommandStatus
-from .errors import (
+from twinfleet.errors import (
     DeviceRefused,
     DocumentTooLarge,
     InvalidDeviceId,
@@ -25,6 +23,9 @@ from .errors import (
     UnsupportedFormat,
     VersionConflict,
 )
+
+from .alarms import ALARM_STATES, AlarmRule, AlarmTracker, UnknownAlarm, WithAlarms
+from .commands import FINAL_STATUSES, CommandRequest, CommandStatus
 from .families import FAMILIES, GENERIC, DeviceFamily, Metric, family_for, family_named
 from .filters import (
     MAX_FILTER_DEPTH,

@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Final, Literal
 
-from .errors import InvalidPatch, TwinfleetError
+from twinfleet.errors import InvalidRequest, UnknownAlarm
 
 __all__ = [
     "ALARM_STATES",
@@ -40,12 +40,6 @@ _NO_CHANGE: Final[
 ] = []  # shared, never appended to  # cleared alarms a twin remembers, newest last
 
 
-class UnknownAlarm(TwinfleetError):
-    """No alarm with this id on this twin."""
-
-    code = "alarm_not_found"
-
-
 @dataclass(frozen=True, slots=True)
 class AlarmRule:
     """When to raise and clear one alarm."""
@@ -62,23 +56,23 @@ class AlarmRule:
 
     def __post_init__(self) -> None:
         if not self.name:
-            raise InvalidPatch("an alarm rule needs a name", field="name")
+            raise InvalidRequest("an alarm rule needs a name", field="name")
         if self.kind == "threshold":
             if self.metric is None or self.op not in _OPS or self.value is None:
-                raise InvalidPatch(
+                raise InvalidRequest(
                     f"threshold rule {self.name!r} needs metric, op ({', '.join(_OPS)}) and value",
                     field="rule",
                 )
         elif self.kind != "anomaly":
-            raise InvalidPatch(f"alarm rule kind {self.kind!r} is not anomaly or threshold")
+            raise InvalidRequest(f"alarm rule kind {self.kind!r} is not anomaly or threshold")
         if self.raise_after < 1 or self.clear_after < 1:
-            raise InvalidPatch("raise_after and clear_after count readings, 1 or more")
+            raise InvalidRequest("raise_after and clear_after count readings, 1 or more")
         if self.raise_after_s is not None and not (
             math.isfinite(self.raise_after_s) and self.raise_after_s > 0
         ):
-            raise InvalidPatch("raise_after_s is a positive number of seconds", field="rule")
+            raise InvalidRequest("raise_after_s is a positive number of seconds", field="rule")
         if self.severity not in ("info", "warning", "critical"):
-            raise InvalidPatch(
+            raise InvalidRequest(
                 f"severity {self.severity!r} is not info, warning or critical", field="rule"
             )
 
@@ -86,11 +80,11 @@ class AlarmRule:
     def from_document(cls, doc: Mapping[str, Any]) -> AlarmRule:
         """A rule from JSON (the API's), every field checked; ``InvalidPatch`` says what."""
         if not isinstance(doc, Mapping):
-            raise InvalidPatch("an alarm rule is a JSON object", field="rules")
+            raise InvalidRequest("an alarm rule is a JSON object", field="rules")
         known = {f.name for f in fields(cls)}
         unknown = set(doc) - known
         if unknown:
-            raise InvalidPatch(
+            raise InvalidRequest(
                 f"unknown alarm rule fields: {', '.join(sorted(unknown))}", field="rules"
             )
         kinds: dict[str, tuple[type, ...]] = {
@@ -106,10 +100,10 @@ class AlarmRule:
         }
         for key, value in doc.items():
             if isinstance(value, bool) or not isinstance(value, kinds[key]):
-                raise InvalidPatch(f"alarm rule field {key} has the wrong type", field=key)
+                raise InvalidRequest(f"alarm rule field {key} has the wrong type", field=key)
         rule = cls(**doc)
         if rule.value is not None and not math.isfinite(rule.value):
-            raise InvalidPatch("a threshold is a finite number", field="value")
+            raise InvalidRequest("a threshold is a finite number", field="value")
         return rule
 
     def document(self) -> dict[str, Any]:
@@ -276,11 +270,11 @@ class WithAlarms:
 def rules_from_documents(docs: Any) -> tuple[AlarmRule, ...]:
     """A family's rules from JSON (a list of objects): each checked, names unique, at most 32."""
     if not isinstance(docs, Sequence) or isinstance(docs, str):
-        raise InvalidPatch("alarm rules are a JSON array of rules", field="rules")
+        raise InvalidRequest("alarm rules are a JSON array of rules", field="rules")
     if len(docs) > 32:
-        raise InvalidPatch("a family has at most 32 alarm rules", field="rules")
+        raise InvalidRequest("a family has at most 32 alarm rules", field="rules")
     rules = tuple(AlarmRule.from_document(doc) for doc in docs)
     names = [rule.name for rule in rules]
     if len(set(names)) != len(names):
-        raise InvalidPatch("alarm rule names must be unique within a family", field="name")
+        raise InvalidRequest("alarm rule names must be unique within a family", field="name")
     return rules

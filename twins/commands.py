@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Final, Literal
 
-from .errors import InvalidPatch
+from twinfleet.errors import InvalidRequest
+
 from .limits import check_depth
 from .merge import validate_values
 
@@ -43,11 +44,11 @@ class CommandRequest:
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or _NAME.fullmatch(self.name) is None:
-            raise InvalidPatch(
+            raise InvalidRequest(
                 f"command name {self.name!r} must match [A-Za-z0-9._-]{{1,64}}", field="name"
             )
         if not isinstance(self.params, Mapping):
-            raise InvalidPatch("command params must be a JSON object", field="params")
+            raise InvalidRequest("command params must be a JSON object", field="params")
         params = dict(self.params)
         validate_values(params, field="params")
         check_depth(params, base=1, field="params")
@@ -55,9 +56,9 @@ class CommandRequest:
         for name, low, high in (("timeout_s", 0.0, 300.0), ("ttl_s", 1.0, 30 * 86_400.0)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float):
-                raise InvalidPatch(f"{name} must be a number of seconds", field=name)
+                raise InvalidRequest(f"{name} must be a number of seconds", field=name)
             if not low <= value <= high:
-                raise InvalidPatch(f"{name} must lie between {low:g} and {high:g}", field=name)
+                raise InvalidRequest(f"{name} must lie between {low:g} and {high:g}", field=name)
 
     def record(self, command_id: str, *, now: float) -> dict[str, Any]:
         """The JSON-ready record of this command, queued at ``now``."""

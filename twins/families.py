@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Literal
 
+from twinfleet.errors import InvalidRequest
+
 from .alarms import AlarmRule
-from .errors import InvalidPatch
 
 __all__ = [
     "ANOMALY_RULE",
@@ -204,5 +205,5 @@ def family_named(name: str) -> DeviceFamily:
     family = FAMILIES.get(name)
     if family is None:
         known = ", ".join(sorted(FAMILIES))
-        raise InvalidPatch(f"no device family {name!r} (known: {known})", field="family")
+        raise InvalidRequest(f"no device family {name!r} (known: {known})", field="family")
     return family

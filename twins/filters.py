@@ -68,7 +68,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, TypeAlias
 
-from .errors import InvalidFilter
+from twinfleet.errors import InvalidFilter
+
 from .merge import delta, same
 from .twin import Twin
 

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Final
 
-from .errors import InvalidDeviceId, InvalidTimestamp, NestingTooDeep
+from twinfleet.errors import InvalidDeviceId, InvalidTimestamp, NestingTooDeep
 
 __all__ = [
     "MAX_DEPTH",

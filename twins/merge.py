@@ -6,7 +6,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from .errors import InvalidPatch
+from twinfleet.errors import InvalidPatch
 
 __all__ = [
     "FLOOR",

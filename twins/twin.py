@@ -15,15 +15,18 @@ from typing import Any, Literal, Protocol
 
 import orjson
 
-from .alarms import AlarmRule, AlarmTracker
-from .commands import FINAL_STATUSES, MAX_FINISHED_COMMANDS, CommandRequest, answer, expire
-from .errors import (
+from twinfleet.errors import (
+    Conflict,
     DeviceRefused,
     DocumentTooLarge,
     InvalidPatch,
+    InvalidRequest,
     UnknownCommand,
     VersionConflict,
 )
+
+from .alarms import AlarmRule, AlarmTracker
+from .commands import FINAL_STATUSES, MAX_FINISHED_COMMANDS, CommandRequest, answer, expire
 from .families import DeviceFamily, family_for
 from .limits import MAX_DOCUMENT_BYTES, check_depth, parse_timestamp
 from .merge import (
@@ -104,7 +107,7 @@ class Twin:
         now: float,
     ) -> None:
         if lifecycle not in LIFECYCLE_STATES:
-            raise InvalidPatch(
+            raise InvalidRequest(
                 f"lifecycle {lifecycle!r} is not one of {LIFECYCLE_STATES}", field="lifecycle"
             )
         self.id = twin_id
@@ -340,13 +343,15 @@ class Twin:
     def set_lifecycle(self, state: str, *, now: float) -> bool:
         """Move the device to another lifecycle state; returns whether it changed."""
         if state not in LIFECYCLE_STATES:
-            raise InvalidPatch(
+            raise InvalidRequest(
                 f"lifecycle {state!r} is not one of {LIFECYCLE_STATES}", field="lifecycle"
             )
         if state == self.lifecycle:
             return False
         if self.lifecycle == "decommissioned":
-            raise InvalidPatch(f"device {self.id!r} is decommissioned for good", field="lifecycle")
+            raise InvalidRequest(
+                f"device {self.id!r} is decommissioned for good", field="lifecycle"
+            )
         self.lifecycle = state
         self._bump(now)
         return True
@@ -411,7 +416,7 @@ class Twin:
         if self.commands is None:
             self.commands = {}
         if command_id in self.commands:
-            raise InvalidPatch(f"command id {command_id!r} is taken", field="id")
+            raise Conflict(f"command id {command_id!r} is taken", field="id")
         record = request.record(command_id, now=now)
         self.commands[command_id] = record
         finished = [k for k, r in self.commands.items() if r["status"] in FINAL_STATUSES]

@@ -12,7 +12,7 @@ import redis
 from redis.backoff import EqualJitterBackoff
 from redis.retry import Retry
 
-from twinfleet.twins.errors import StoreUnavailable
+from twinfleet.errors import StoreUnavailable
 
 from ._codec import decode, doc_id, encode
 from .base import Change, Snapshot

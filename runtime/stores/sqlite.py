@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from twinfleet.twins.errors import StoreUnavailable
+from twinfleet.errors import StoreUnavailable
 
 from ._codec import decode, doc_id, encode
 from .base import Change, Snapshot

@@ -6,7 +6,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
-from twinfleet.twins.errors import TwinfleetError
+from twinfleet.errors import HistoryUnavailable
 
 __all__ = [
     "ANOMALY_FLAG",
@@ -18,15 +18,6 @@ __all__ = [
     "check_points",
     "points_from_message",
 ]
-
-
-class HistoryUnavailable(TwinfleetError):
-    """This sink writes history elsewhere and cannot answer queries about it."""
-
-    code = "history_unavailable"
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message, field="telemetry")
 
 
 class Point(NamedTuple):

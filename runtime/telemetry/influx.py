@@ -18,7 +18,7 @@ from influxdb_client.client.write.point import Point as LinePoint
 from influxdb_client.client.write_api import SYNCHRONOUS
 from influxdb_client.domain.write_precision import WritePrecision
 
-from twinfleet.twins.errors import StoreUnavailable
+from twinfleet.errors import StoreUnavailable
 
 from .base import HistoryUnavailable, Point, check_points
 

@@ -18,6 +18,7 @@ import httpx
 import pytest
 from waiting import eventually
 
+from twinfleet.errors import StoreUnavailable
 from twinfleet.runtime import DeviceMessage
 from twinfleet.runtime.host import HostSettings, TwinHost
 from twinfleet.runtime.stores import MemoryStore
@@ -27,7 +28,6 @@ from twinfleet.runtime.telemetry import (
     Point,
     open_telemetry,
 )
-from twinfleet.twins.errors import StoreUnavailable
 
 pytestmark = [
     pytest.mark.services,

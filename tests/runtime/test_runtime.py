@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from twinfleet import Runtime
+from twinfleet.errors import InvalidDeviceId
 from twinfleet.runtime import (
     DeviceMessage,
     HostSettings,
@@ -21,7 +22,6 @@ from twinfleet.runtime import (
     RuntimeSettings,
 )
 from twinfleet.twins import TwinFilter, TwinNotFound, VersionConflict
-from twinfleet.twins.errors import InvalidDeviceId
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_session")]
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from twinfleet.errors import StoreUnavailable
 from twinfleet.runtime.stores import (
     MemoryStore,
     RedisStore,
@@ -21,7 +22,6 @@ from twinfleet.runtime.stores import (
     open_store,
     resolve_store_url,
 )
-from twinfleet.twins.errors import StoreUnavailable
 
 
 def snap(twin_id: str, **fields: Any) -> dict[str, Any]:

@@ -13,9 +13,9 @@ import pytest
 from waiting import eventually
 
 from twinfleet import Runtime
+from twinfleet.errors import InvalidPatch, UnknownModel
 from twinfleet.runtime import DeviceMessage, RuntimeSettings
 from twinfleet.runtime.training import TrainingNotFound
-from twinfleet.twins.errors import InvalidPatch, UnknownModel
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_session")]
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from twinfleet.twins import AlarmRule, AlarmTracker, InvalidPatch, Twin, UnknownAlarm
+from twinfleet.errors import InvalidRequest
+from twinfleet.twins import AlarmRule, AlarmTracker, Twin, UnknownAlarm
 from twinfleet.twins.alarms import rules_from_documents
 
 T0 = 1_800_000_000.0
@@ -114,7 +115,7 @@ def test_a_patient_monitor_twin_alarms_on_low_spo2() -> None:
     ],
 )
 def test_bad_rules_are_refused(kwargs: dict[str, object]) -> None:
-    with pytest.raises(InvalidPatch):
+    with pytest.raises(InvalidRequest):
         AlarmRule("r", **kwargs)  # type: ignore[arg-type]
 
 
@@ -149,7 +150,7 @@ def test_rules_from_json_are_checked_field_by_field() -> None:
         ([{"name": f"r{i}"} for i in range(33)], "at most 32"),
     ]
     for docs, message in bad:
-        with pytest.raises(InvalidPatch, match=message):
+        with pytest.raises(InvalidRequest, match=message):
             rules_from_documents(docs)
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from twinfleet.twins import CommandRequest, InvalidPatch, Twin, UnknownCommand
+from twinfleet.errors import Conflict, InvalidRequest
+from twinfleet.twins import CommandRequest, Twin, UnknownCommand
 from twinfleet.twins.commands import MAX_FINISHED_COMMANDS
 
 T0 = 1_800_000_000.0
@@ -32,7 +33,7 @@ def twin_with(*names: str) -> Twin:
     ],
 )
 def test_requests_are_checked(kwargs: dict, field: str) -> None:
-    with pytest.raises(InvalidPatch) as caught:
+    with pytest.raises(InvalidRequest) as caught:
         CommandRequest(**kwargs)
     assert caught.value.field == field
 
@@ -94,7 +95,7 @@ def test_unknown_and_duplicate_ids() -> None:
     twin = twin_with("a")
     with pytest.raises(UnknownCommand):
         twin.command("zzz")
-    with pytest.raises(InvalidPatch, match="taken"):
+    with pytest.raises(Conflict, match="taken"):
         twin.add_command(CommandRequest("b"), "c0", now=T0)
 
 

@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 import pytest
 
+from twinfleet.errors import InvalidRequest
 from twinfleet.twins import (
     MAX_DEPTH,
     DeviceRefused,
@@ -796,8 +797,8 @@ def test_lifecycle_of_a_registered_device() -> None:
     twin.set_lifecycle("decommissioned", now=T0)
     with pytest.raises(DeviceRefused, match="decommissioned"):
         twin.apply_message("telemetry", {"temperature": 4.0}, now=T0, ts=T0 + 3)
-    with pytest.raises(InvalidPatch, match="for good"):
+    with pytest.raises(InvalidRequest, match="for good"):
         twin.set_lifecycle("active", now=T0)
-    with pytest.raises(InvalidPatch, match="lifecycle"):
+    with pytest.raises(InvalidRequest, match="lifecycle"):
         twin.set_lifecycle("sleeping", now=T0)
     assert Twin.from_snapshot(twin.snapshot()).lifecycle == "decommissioned"
