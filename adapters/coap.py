@@ -63,9 +63,9 @@ import orjson
 from aiocoap.numbers.codes import Code
 
 from twinfleet.errors import MethodNotAllowed, NotAcceptable, UnknownResource
+from twinfleet.runtime.edge import EdgePlatform
 from twinfleet.runtime.events import Event
 from twinfleet.runtime.messages import DeviceMessage, Rejection
-from twinfleet.runtime.port import FleetPort
 from twinfleet.twins import (
     MAX_PAYLOAD_BYTES,
     PayloadTooLarge,
@@ -479,7 +479,7 @@ class CoapEndpoint:
 
     def __init__(
         self,
-        fleet: FleetPort,
+        fleet: EdgePlatform,
         *,
         host: str = "127.0.0.1",
         port: int = DEFAULT_PORT,

@@ -1,6 +1,6 @@
 """MQTT gateways as Ray actors of their own, so an operator adds gateways as the fleet grows.
 
-Each gateway actor routes through a ``FleetClient`` built from the runtime's ``FleetView``; the
+Each gateway actor routes through a ``HostRouting`` built from the runtime's ``HostRoster``; the
 gateways share the device topics through an MQTT shared subscription (``$share/<group>/...``),
 so the broker spreads messages over them.
 """
@@ -13,8 +13,8 @@ from typing import Any
 
 import ray
 
-from twinfleet.runtime import RuntimeFleet
-from twinfleet.runtime.client import FleetClient, FleetView
+from twinfleet.runtime import RayPlatform
+from twinfleet.runtime.directory import HostRoster, HostRouting
 
 from .mqtt import MqttGateway, MqttSettings
 
@@ -24,9 +24,9 @@ __all__ = ["GatewayProcess", "spawn_gateway"]
 class GatewayProcess:
     """One ``MqttGateway`` and its own router, inside the process that hosts it."""
 
-    def __init__(self, view: FleetView, settings: MqttSettings) -> None:
-        self._client = FleetClient(view)
-        self._gateway = MqttGateway(RuntimeFleet(self._client), settings)
+    def __init__(self, view: HostRoster, settings: MqttSettings) -> None:
+        self._client = HostRouting(view)
+        self._gateway = MqttGateway(RayPlatform(self._client), settings)
         self._task: asyncio.Task[None] | None = None
 
     async def start(self, timeout_s: float = 30.0) -> None:
@@ -67,7 +67,7 @@ class GatewayProcess:
 _GatewayActor = ray.remote(GatewayProcess)
 
 
-def spawn_gateway(view: FleetView, settings: MqttSettings, *, name: str | None = None) -> Any:
+def spawn_gateway(view: HostRoster, settings: MqttSettings, *, name: str | None = None) -> Any:
     """Start a gateway actor (call ``start`` on it); Ray restarts it if its process dies."""
     return _GatewayActor.options(
         name=name, num_cpus=0, max_restarts=-1, max_concurrency=100

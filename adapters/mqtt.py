@@ -40,9 +40,9 @@ import aiomqtt
 import orjson
 from paho.mqtt.reasoncodes import ReasonCode
 
+from twinfleet.runtime.edge import EdgePlatform
 from twinfleet.runtime.events import Event
 from twinfleet.runtime.messages import DeviceMessage
-from twinfleet.runtime.port import FleetPort
 from twinfleet.twins import TwinfleetError, UnsupportedFormat
 
 from .payloads import (
@@ -244,7 +244,7 @@ class MqttGateway:
     ``errors``.
     """
 
-    def __init__(self, fleet: FleetPort, settings: MqttSettings) -> None:
+    def __init__(self, fleet: EdgePlatform, settings: MqttSettings) -> None:
         self.fleet = fleet
         self.settings = settings
         self.client_id = settings.client_id or f"twinfleet-gw-{uuid.uuid4().hex[:12]}"

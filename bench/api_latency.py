@@ -32,7 +32,7 @@ from twinfleet import Runtime
 from twinfleet.api.app import create_app
 from twinfleet.api.auth import TokenStore
 from twinfleet.runtime import DeviceMessage, RuntimeSettings
-from twinfleet.runtime.client import FleetClient, FleetView
+from twinfleet.runtime.directory import HostRoster, HostRouting
 from twinfleet.runtime.stores import open_store
 
 LOAD = Path(__file__).with_name("api_load.py")
@@ -42,8 +42,8 @@ LOAD = Path(__file__).with_name("api_load.py")
 class TelemetryFeeder:
     """Ingests ``rate`` telemetry messages/s over ``twins`` twins, as a gateway actor would."""
 
-    def __init__(self, view: FleetView, twins: int, rate: float) -> None:
-        self._client = FleetClient(view)
+    def __init__(self, view: HostRoster, twins: int, rate: float) -> None:
+        self._client = HostRouting(view)
         self._ids = [f"api-{i:06d}" for i in range(twins)]
         self._rate = rate
         self._stop = threading.Event()
@@ -140,7 +140,7 @@ def main() -> None:
         _, token = tokens.create("admin")
         direct = serve(create_app(runtime, tokens, rate_limit=None), args.port)
         via_ray = serve(create_app(runtime, tokens, direct=False, rate_limit=None), args.port + 1)
-        feeder = TelemetryFeeder.remote(runtime.view(), args.twins, args.telemetry_rate)
+        feeder = TelemetryFeeder.remote(runtime.roster(), args.twins, args.telemetry_rate)
         time.sleep(3)  # telemetry flowing, hosts' first sweep done
         results = {
             "health": load(args.port, token, "health", args),

@@ -139,11 +139,11 @@ def main() -> None:
             settings = MqttSettings.from_url(
                 "mqtt://127.0.0.1:1883", share_group=f"bench-{uuid.uuid4().hex[:6]}"
             )
-            gateways = [spawn_gateway(runtime.view(), settings) for _ in range(args.gateways)]
+            gateways = [spawn_gateway(runtime.roster(), settings) for _ in range(args.gateways)]
             ray.get([g.start.remote() for g in gateways])
             runs = []
             for rate in rates:
-                ray.get([h.delays.remote(reset=True) for _, h in runtime.view().hosts])
+                ray.get([h.delays.remote(reset=True) for _, h in runtime.roster().hosts])
                 applied0, stale0 = host_totals(runtime)
                 count = int(rate * args.seconds)
                 start = time.perf_counter()
@@ -166,7 +166,7 @@ def main() -> None:
                         previous, settled = got, time.perf_counter()
                     time.sleep(0.5)
                 elapsed = time.perf_counter() - start
-                delays = [ray.get(h.delays.remote()) for _, h in runtime.view().hosts]
+                delays = [ray.get(h.delays.remote()) for _, h in runtime.roster().hosts]
                 p99 = max(d.get("p99_ms", 0.0) for d in delays)
                 p50 = max(d.get("p50_ms", 0.0) for d in delays)
                 runs.append(

@@ -164,6 +164,13 @@ class Router:
                 if pending:
                     self._settle(pending, wait_for=len(pending))
 
+    def has_pending(self, host: Any = None) -> bool:
+        """Whether messages for ``host`` (or any) are buffered or unanswered (no lock: a hint
+        for skipping :meth:`flush`, exact for messages routed before by the same thread)."""
+        if host is None:
+            return any(self._buffers.values()) or any(self._in_flight.values())
+        return bool(self._buffers.get(host)) or bool(self._in_flight.get(host))
+
     @property
     def in_flight(self) -> int:
         """Batches sent to hosts, not yet answered (no lock: a scrape must not wait)."""

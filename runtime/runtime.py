@@ -7,12 +7,13 @@ never created: ``runtime.twin("pump-7")`` is a handle whether or not the twin is
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Coroutine, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, TypeVar
 
 import ray
 from ray.exceptions import RayTaskError
@@ -24,9 +25,11 @@ from twinfleet.twins.alarms import rules_from_documents
 from twinfleet.twins.query import TwinSelector
 
 from .actors import spawn_host, spawn_hub, spawn_training
-from .client import FleetView, split
+from .calls import HostCalls, transport_named
+from .directory import HostRoster, split
 from .events import Event
-from .host import ALARM_RULES, MODEL_ASSIGNMENT, HostSettings, QueryPage
+from .host import ALARM_RULES, MODEL_ASSIGNMENT, HostSettings
+from .loop import EventLoopThread
 from .messages import DeviceMessage, IngestResult
 from .placement import Placement
 from .router import Router, RouterSettings
@@ -44,6 +47,7 @@ __all__ = ["IngestResult", "Page", "Runtime", "RuntimeSettings", "TwinHandle"]
 log = logging.getLogger(__name__)
 
 PlacementMode = Literal["virtual", "dedicated"]
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,12 +59,15 @@ class RuntimeSettings:
     router: RouterSettings = field(default_factory=RouterSettings)
     default_placement: PlacementMode = "virtual"
     telemetry: str | None = None  # history sink URL (sqlite:///..., memory://); None: none
+    transport: Literal["wire", "ray"] = "wire"  # how per-twin host calls travel (calls.py)
 
     def __post_init__(self) -> None:
         if self.hosts < 1:
             raise ValueError("a runtime needs at least one host")
         if self.default_placement not in ("virtual", "dedicated"):
             raise ValueError("default_placement is 'virtual' or 'dedicated'")
+        if self.transport not in ("wire", "ray"):
+            raise ValueError("transport is 'wire' or 'ray'")
 
 
 class Page(NamedTuple):
@@ -81,26 +88,25 @@ class TwinHandle:
 
     def get(self) -> dict[str, Any]:
         """The twin document (``TwinNotFound`` if the twin does not exist)."""
-        doc: dict[str, Any] = self._runtime._call(self.id, "get", self.id)
-        return doc
+        return self._runtime._sync(self._runtime._calls.get(self.id))
 
     def patch_desired(
         self, patch: Mapping[str, Any], *, expected_version: int | None = None
     ) -> dict[str, Any]:
         """Merge-patch desired state; returns once the change is durable."""
-        doc: dict[str, Any] = self._runtime._call(
-            self.id, "patch_desired", self.id, dict(patch), expected_version=expected_version
+        calls = self._runtime._calls
+        return self._runtime._sync(
+            calls.patch_desired(self.id, patch, expected_version=expected_version)
         )
-        return doc
 
     def patch_tags(
         self, patch: Mapping[str, Any], *, expected_version: int | None = None
     ) -> dict[str, Any]:
         """Merge-patch tags; returns once the change is durable."""
-        doc: dict[str, Any] = self._runtime._call(
-            self.id, "patch_tags", self.id, dict(patch), expected_version=expected_version
+        calls = self._runtime._calls
+        return self._runtime._sync(
+            calls.patch_tags(self.id, patch, expected_version=expected_version)
         )
-        return doc
 
     def __repr__(self) -> str:
         return f"TwinHandle({self.id!r})"
@@ -144,6 +150,8 @@ class Runtime:
         ray.get([h.start.remote() for h in self._hosts.values()])
         self._load_dedicated()
         self._router = Router(self._owner_of, settings=self.settings.router)
+        self._loop = EventLoopThread("twinfleet-calls")
+        self._calls = self.calls(own_writes=True)
         self._closed = False
 
     # -- placement ----------------------------------------------------------------------------
@@ -200,9 +208,10 @@ class Runtime:
         """The ``EventHub`` actor every host sends its events to."""
         return self._hub
 
-    def view(self) -> FleetView:
-        """A picklable view of this fleet, for gateways running in processes of their own."""
-        return FleetView(
+    def roster(self) -> HostRoster:
+        """A picklable roster of this fleet's hosts, for gateways (or an API) running in
+        processes of their own (``HostRouting(roster)`` reaches the same hosts)."""
+        return HostRoster(
             hosts=tuple(self._hosts.items()),
             dedicated=tuple(self._dedicated.items()),
             hub=self._hub,
@@ -247,6 +256,27 @@ class Runtime:
         if self._dedicated:
             ray.get([h.start.remote() for h in self._dedicated.values()])
 
+    def calls(self, *, own_writes: bool = False) -> HostCalls:
+        """A :class:`HostCalls` over this runtime's hosts, for callers in this process (the
+        API, the edges) on their own event loop, by the transport of ``settings``.
+
+        ``own_writes``: the caller routes its device messages through this runtime's router
+        (a gateway), so its reads wait for them (read-your-writes); the API routes none.
+        """
+        directory = _RuntimeDirectory(self, own_writes=own_writes)
+        return HostCalls(directory, transport_named(self.settings.transport))
+
+    def _place(self, device_id: str, mode: str) -> None:
+        """Before registering ``device_id`` as ``dedicated``: give it an actor of its own."""
+        if mode != "dedicated" or device_id in self._dedicated:
+            return
+        self._router.flush()  # messages already routed to a virtual host land first
+        host = self._spawn_dedicated(device_id)
+        ray.get(host.start.remote())
+        old = self._owners.pop(device_id, None)
+        if old is not None and old is not host:
+            ray.get(old.passivate.remote([device_id]))
+
     # -- twins --------------------------------------------------------------------------------
 
     def twin(self, twin_id: str) -> TwinHandle:
@@ -262,25 +292,10 @@ class Runtime:
         placement: PlacementMode | None = None,
     ) -> dict[str, Any]:
         """Register a device (durably) and create its twin; returns the twin document."""
-        validate_device_id(device_id)
         mode = placement or self.settings.default_placement
-        if mode not in ("virtual", "dedicated"):
-            raise InvalidRequest("placement is 'virtual' or 'dedicated'", field="placement")
-        entry = {
-            "id": device_id,
-            "type": device_type,
-            "tags": dict(tags or {}),
-            "placement": mode,
-            "lifecycle": "registered",
-        }
-        if mode == "dedicated" and device_id not in self._dedicated:
-            self._router.flush()  # messages already routed to a virtual host land first
-            host = self._spawn_dedicated(device_id)
-            old = self._owners.pop(device_id, None)
-            if old is not None and old is not host:
-                ray.get(old.passivate.remote([device_id]))
-        doc: dict[str, Any] = self._call(device_id, "register", entry)
-        return doc
+        return self._sync(
+            self._calls.register(device_id, device_type=device_type, tags=tags, placement=mode)
+        )
 
     def device(self, device_id: str) -> dict[str, Any] | None:
         """The registry entry of a device, if it was registered."""
@@ -298,27 +313,7 @@ class Runtime:
         answers for its active twins at once; idle twins passivated out of memory are not
         counted.
         """
-        if by != "family" and not (by.startswith("tag:") and len(by) > 4):
-            raise InvalidRequest("aggregate by 'family' or 'tag:<key>'", field="by")
-        self._router.flush()
-        merged: dict[str, list[float]] = {}
-        for part in ray.get([h.aggregate.remote(by, metric) for h in self._all_hosts()]):
-            for key, values in part.items():
-                total = merged.setdefault(key, [0.0] * len(values))
-                for i, v in enumerate(values):
-                    total[i] += v
-        return [
-            {
-                "group": key,
-                "twins": int(v[0]),
-                "online": int(v[1]),
-                "anomalous": int(v[2]),
-                "metric": metric,
-                "mean": v[3] / v[4] if v[4] else None,
-                "reporting": int(v[4]),
-            }
-            for key, v in sorted(merged.items())
-        ]
+        return self._sync(self._calls.aggregate(by, metric))
 
     # -- anomaly models ---------------------------------------------------------------------
 
@@ -355,8 +350,7 @@ class Runtime:
         self, twin_id: str, model: str | None, params: Mapping[str, Any] | None = None
     ) -> dict[str, Any]:
         """Give one twin a model of its own (None: back to its family's); the twin document."""
-        doc: dict[str, Any] = self._call(twin_id, "set_model", twin_id, model, params)
-        return doc
+        return self._sync(self._calls.set_model(twin_id, model, params))
 
     def alarm_rules(self) -> list[dict[str, Any]]:
         """Each family's alarm rules: ``{"family", "rules": [...], "source": built-in|custom}``."""
@@ -470,10 +464,7 @@ class Runtime:
         """Suspend (``suspended``), resume (``active``) or retire (``decommissioned``) a device;
         its messages are refused unless it is active (or newly registered)."""
         entry = self.device(device_id) or {"id": device_id, "placement": "virtual"}
-        doc: dict[str, Any] = self._call(
-            device_id, "set_lifecycle", device_id, state, registry=entry
-        )
-        return doc
+        return self._sync(self._calls.set_lifecycle(device_id, state, registry=entry))
 
     def ingest(self, messages: Iterable[DeviceMessage | Sequence[Any]]) -> IngestResult:
         """Hand device messages to their hosts in batches; returns once they are queued.
@@ -505,13 +496,11 @@ class Runtime:
             "timeout_s": timeout_s,
             "ttl_s": ttl_s,
         }
-        record: dict[str, Any] = self._call(device_id, "send_command", device_id, request)
-        return record
+        return self._sync(self._calls.send_command(device_id, request))
 
     def command(self, device_id: str, command_id: str) -> dict[str, Any]:
         """The record of a command sent earlier."""
-        record: dict[str, Any] = self._call(device_id, "get_command", device_id, command_id)
-        return record
+        return self._sync(self._calls.get_command(device_id, command_id))
 
     def events(
         self,
@@ -556,26 +545,7 @@ class Runtime:
             flt = TwinFilter(**criteria)
         elif criteria:
             raise TypeError("pass either a TwinFilter or keyword criteria, not both")
-        if limit < 1:
-            raise InvalidRequest("limit must be at least 1", field="limit")
-        self.flush()
-        refs = [
-            h.query.remote(flt, after=after, limit=limit, placement=self._placement)
-            for h in self._hosts.values()
-        ] + [
-            h.query.remote(flt, after=after, limit=limit, include_stored=False)
-            for h in self._dedicated.values()
-        ]
-        pages: list[QueryPage] = self._get(refs)
-        merged: dict[str, dict[str, Any]] = {}
-        for page in pages:
-            for doc in page.items:
-                if doc["id"] not in merged or doc["id"] in page.live:
-                    merged[doc["id"]] = doc
-        ids = sorted(merged)
-        items = [merged[i] for i in ids[:limit]]
-        more = len(ids) > limit or any(len(p.items) >= limit for p in pages)
-        return Page(items, items[-1]["id"] if items and more else None)
+        return Page(*self._sync(self._calls.query(flt, after=after, limit=limit)))
 
     def twins(
         self, flt: TwinSelector | None = None, *, page_size: int = 500, **criteria: Any
@@ -621,11 +591,9 @@ class Runtime:
     def _all_hosts(self) -> list[Any]:
         return [*self._hosts.values(), *self._dedicated.values()]
 
-    def _call(self, twin_id: str, method: str, *args: Any, **kwargs: Any) -> Any:
-        host = self._owner_of(twin_id)
-        # Messages already queued for this twin's host come first: read-your-writes.
-        self._router.flush(host)
-        return self._get(getattr(host, method).remote(*args, **kwargs))
+    def _sync(self, call: Coroutine[Any, Any, _T]) -> _T:
+        """Run a host call on the runtime's event loop thread and wait for its answer."""
+        return self._loop.run(call)
 
     @staticmethod
     def _get(refs: Any) -> Any:
@@ -645,6 +613,8 @@ class Runtime:
         self._closed = True
         try:
             self._router.close()
+            self._loop.run(self._calls.close())
+            self._loop.stop()
             ray.get([h.stop.remote() for h in self._all_hosts()])
         finally:
             for host in self._all_hosts():
@@ -659,3 +629,36 @@ class Runtime:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class _RuntimeDirectory:
+    """The runtime's hosts as :class:`HostCalls` needs them (a live view: it follows scale)."""
+
+    def __init__(self, runtime: Runtime, *, own_writes: bool) -> None:
+        self._runtime = runtime
+        self._own_writes = own_writes
+
+    def owner_of(self, twin_id: str) -> Any:
+        """The host actor of ``twin_id``."""
+        return self._runtime._owner_of(twin_id)
+
+    def virtual_hosts(self) -> tuple[Placement, Sequence[Any]]:
+        """The placement and its hosts, as of now."""
+        runtime = self._runtime
+        with runtime._owners_lock:
+            return runtime._placement, list(runtime._hosts.values())
+
+    def dedicated_hosts(self) -> Sequence[Any]:
+        """Hosts of twins placed in actors of their own."""
+        return list(self._runtime._dedicated.values())
+
+    async def own_writes(self, host: Any | None) -> None:
+        """Wait for the messages routed through the runtime's router (if this caller's)."""
+        router = self._runtime._router
+        if self._own_writes and router.has_pending(host):
+            await asyncio.to_thread(router.flush, host)
+
+    async def place(self, device_id: str, placement: str) -> None:
+        """Spawn a dedicated host for the device if so placed."""
+        if placement == "dedicated":
+            await asyncio.to_thread(self._runtime._place, device_id, placement)

@@ -23,7 +23,7 @@ import hmac
 import logging
 import secrets
 import struct
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -148,7 +148,7 @@ class HostChannel:
 
     ``resolve`` asks where the host answers (a Ray call, which also waits for a restarted
     host). A call whose connection is lost is sent again on a new one, up to ``retries`` times,
-    as Ray does for host calls (``max_task_retries``).
+    as Ray does for host calls (``max_task_retries``), when the caller says a resend is safe.
     """
 
     def __init__(self, resolve: Callable[[], Awaitable[Endpoint]], *, retries: int = 3) -> None:
@@ -160,13 +160,25 @@ class HostChannel:
         self._pending: dict[int, asyncio.Future[Any]] = {}
         self._next_id = 0
 
-    async def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        """Call ``method`` on the host and return its answer (or raise its error)."""
+    async def call(
+        self,
+        method: str,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        resend: bool = True,
+    ) -> Any:
+        """Call ``method`` on the host and return its answer (or raise its error).
+
+        ``resend``: whether a call whose connection was lost may be sent again. Only a call
+        that is idempotent, or that carries a call id the host remembers, may: the host may
+        have applied it before the connection went.
+        """
         for attempt in range(self._retries + 1):
             try:
-                return await self._call_once(method, args, kwargs)
+                return await self._call_once(method, tuple(args), dict(kwargs or {}))
             except (ConnectionLost, OSError):
-                if attempt == self._retries:
+                if attempt == self._retries or not resend:
                     raise
                 await asyncio.sleep(0.05 * 2**attempt)
         raise AssertionError("unreachable")

@@ -14,7 +14,7 @@ from waiting import eventually
 
 from twinfleet.adapters.broker import EmbeddedBroker
 from twinfleet.adapters.mqtt import MqttGateway
-from twinfleet.runtime.port import LocalFleet
+from twinfleet.runtime.edge import InProcessPlatform
 
 
 async def next_message(client: aiomqtt.Client, timeout: float = 10.0) -> aiomqtt.Message:
@@ -75,7 +75,7 @@ async def test_amqtt_has_no_shared_subscriptions(broker: EmbeddedBroker) -> None
 
 
 async def test_gateway_on_the_embedded_broker(broker: EmbeddedBroker) -> None:
-    fleet = LocalFleet.create()
+    fleet = InProcessPlatform.create()
     await fleet.host.start()
     gateway = MqttGateway(fleet, broker.settings(batch_delay_s=0.005))
     task = asyncio.create_task(gateway.run())
@@ -103,7 +103,7 @@ async def test_gateway_on_the_embedded_broker(broker: EmbeddedBroker) -> None:
 
 
 async def test_messages_read_are_handed_over_on_shutdown(broker: EmbeddedBroker) -> None:
-    fleet = LocalFleet.create()
+    fleet = InProcessPlatform.create()
     await fleet.host.start()
     settings = broker.settings(batch_delay_s=30, batch_size=10**6)
     gateway = MqttGateway(fleet, settings)

@@ -1,6 +1,6 @@
 """The CoAP endpoint with a real aiocoap client over UDP on 127.0.0.1.
 
-Most tests run against ``LocalFleet`` (one in-process host, no Ray); one runs the same device
+Most tests run against ``InProcessPlatform`` (one in-process host, no Ray); one runs the same device
 conversation against the Ray runtime.
 """
 
@@ -24,10 +24,10 @@ from twinfleet.runtime import (
     DeviceMessage,
     Event,
     HostSettings,
-    LocalFleet,
+    InProcessPlatform,
+    RayPlatform,
     Rejection,
     Runtime,
-    RuntimeFleet,
 )
 from twinfleet.runtime.runtime import RuntimeSettings
 
@@ -38,14 +38,14 @@ JSON, CBOR, SENML_JSON, SENML_CBOR, TEXT = 50, 60, 110, 112, 0
 
 
 @pytest.fixture
-async def fleet() -> AsyncIterator[LocalFleet]:
-    fleet = LocalFleet.create(settings=HostSettings(event_interval_s=0.01))
+async def fleet() -> AsyncIterator[InProcessPlatform]:
+    fleet = InProcessPlatform.create(settings=HostSettings(event_interval_s=0.01))
     yield fleet
     await fleet.host.stop()
 
 
 @pytest.fixture
-async def endpoint(fleet: LocalFleet) -> AsyncIterator[CoapEndpoint]:
+async def endpoint(fleet: InProcessPlatform) -> AsyncIterator[CoapEndpoint]:
     async with CoapEndpoint(fleet, port=0) as endpoint:
         yield endpoint
 
@@ -116,7 +116,7 @@ async def eventually(probe: Callable[[], Awaitable[T | None]], what: str) -> T:
         await asyncio.sleep(0.02)
 
 
-async def rejections(fleet: LocalFleet) -> list[Event]:
+async def rejections(fleet: InProcessPlatform) -> list[Event]:
     return await fleet.hub.poll(0, types={"rejected"})
 
 
@@ -142,7 +142,7 @@ async def rejections(fleet: LocalFleet) -> list[Event]:
     ],
 )
 async def test_telemetry_in_each_content_format_lands_in_the_twin(
-    fleet: LocalFleet,
+    fleet: InProcessPlatform,
     endpoint: CoapEndpoint,
     client: aiocoap.Context,
     content_format: int | None,
@@ -161,7 +161,7 @@ async def test_telemetry_in_each_content_format_lands_in_the_twin(
 
 
 async def test_reported_patch_lands(
-    fleet: LocalFleet, endpoint: CoapEndpoint, client: aiocoap.Context
+    fleet: InProcessPlatform, endpoint: CoapEndpoint, client: aiocoap.Context
 ) -> None:
     patch = {"firmware": "1.4.2", "config": {"interval": 30, "mode": "eco"}}
     answer = await post(client, endpoint, "devices", "r-1", "reported", body=patch)
@@ -182,7 +182,7 @@ async def test_reported_patch_lands(
 
 
 async def test_a_block_wise_body_of_several_datagrams_is_reassembled(
-    fleet: LocalFleet, endpoint: CoapEndpoint, client: aiocoap.Context
+    fleet: InProcessPlatform, endpoint: CoapEndpoint, client: aiocoap.Context
 ) -> None:
     body = {f"metric_{i:03d}": 1000.0 + i / 8 for i in range(250)}
     payload = orjson.dumps(body)
@@ -193,7 +193,7 @@ async def test_a_block_wise_body_of_several_datagrams_is_reassembled(
 
 
 async def test_concurrent_requests_are_batched_and_all_answered(
-    fleet: LocalFleet, endpoint: CoapEndpoint, client: aiocoap.Context
+    fleet: InProcessPlatform, endpoint: CoapEndpoint, client: aiocoap.Context
 ) -> None:
     answers = await asyncio.gather(
         *(
@@ -344,7 +344,7 @@ async def test_a_batch_takes_one_request_per_device_and_names_its_rejection() ->
     ],
 )
 async def test_each_refusal_answers_and_is_recorded(
-    fleet: LocalFleet,
+    fleet: InProcessPlatform,
     endpoint: CoapEndpoint,
     client: aiocoap.Context,
     path: tuple[str, ...],
@@ -365,7 +365,7 @@ async def test_each_refusal_answers_and_is_recorded(
 
 
 async def test_a_body_over_128_kb_is_refused_with_4_13(
-    fleet: LocalFleet, endpoint: CoapEndpoint, client: aiocoap.Context
+    fleet: InProcessPlatform, endpoint: CoapEndpoint, client: aiocoap.Context
 ) -> None:
     payload = orjson.dumps({"blob": "x" * (130 * 1024)})
     answer = await post(client, endpoint, "devices", "big-1", "telemetry", body=payload)
@@ -381,7 +381,7 @@ async def test_a_body_over_128_kb_is_refused_with_4_13(
 
 
 async def test_a_block_beyond_128_kb_is_refused_without_a_size1(
-    fleet: LocalFleet, endpoint: CoapEndpoint, client: aiocoap.Context
+    fleet: InProcessPlatform, endpoint: CoapEndpoint, client: aiocoap.Context
 ) -> None:
     msg = message(endpoint, Code.POST, "devices", "big-2", "telemetry", payload=b"x" * 1024)
     msg.opt.block1 = BlockOption.BlockwiseTuple(128, True, 6)  # bytes 131072.. of a body
@@ -392,7 +392,7 @@ async def test_a_block_beyond_128_kb_is_refused_without_a_size1(
 
 
 async def test_a_message_the_twin_refuses_is_a_rejected_event(
-    fleet: LocalFleet, endpoint: CoapEndpoint, client: aiocoap.Context
+    fleet: InProcessPlatform, endpoint: CoapEndpoint, client: aiocoap.Context
 ) -> None:
     # The edge accepts what decodes; the twin's own limits are checked where the twin lives,
     # asynchronously (as with the Ray runtime), and refusals become rejected events.
@@ -409,7 +409,7 @@ async def test_a_message_the_twin_refuses_is_a_rejected_event(
 
 
 async def test_get_desired_in_json_and_cbor(
-    fleet: LocalFleet, endpoint: CoapEndpoint, client: aiocoap.Context
+    fleet: InProcessPlatform, endpoint: CoapEndpoint, client: aiocoap.Context
 ) -> None:
     await post(client, endpoint, "devices", "g-1", "reported", body={"interval": 10})
     await fleet.host.patch_desired("g-1", {"interval": 30})
@@ -427,7 +427,7 @@ async def test_get_desired_in_json_and_cbor(
 
 
 async def test_an_observer_of_desired_is_notified(
-    fleet: LocalFleet, endpoint: CoapEndpoint, client: aiocoap.Context
+    fleet: InProcessPlatform, endpoint: CoapEndpoint, client: aiocoap.Context
 ) -> None:
     await fleet.host.patch_desired("o-1", {"interval": 30})
     request = client.request(message(endpoint, Code.GET, "devices", "o-1", "desired", observe=0))
@@ -446,7 +446,7 @@ async def test_an_observer_of_desired_is_notified(
 
 
 async def test_an_observed_document_bigger_than_a_datagram_arrives_whole(
-    fleet: LocalFleet, endpoint: CoapEndpoint, client: aiocoap.Context
+    fleet: InProcessPlatform, endpoint: CoapEndpoint, client: aiocoap.Context
 ) -> None:
     desired = {f"setting_{i:03d}": "v" * 40 for i in range(150)}  # ~ 8 KB of JSON
     await fleet.host.patch_desired("o-2", desired)
@@ -470,7 +470,7 @@ async def claimed_commands(client: aiocoap.Context, endpoint: CoapEndpoint, devi
 
 
 async def test_a_sleeping_device_gets_its_command_and_answers_it(
-    fleet: LocalFleet, endpoint: CoapEndpoint, client: aiocoap.Context
+    fleet: InProcessPlatform, endpoint: CoapEndpoint, client: aiocoap.Context
 ) -> None:
     await post(client, endpoint, "devices", "k-1", "telemetry", body={"temperature": 20})
     assert await claimed_commands(client, endpoint, "k-1") is None
@@ -501,7 +501,7 @@ async def test_a_sleeping_device_gets_its_command_and_answers_it(
 
 
 async def test_command_responses_that_are_refused(
-    fleet: LocalFleet, endpoint: CoapEndpoint, client: aiocoap.Context
+    fleet: InProcessPlatform, endpoint: CoapEndpoint, client: aiocoap.Context
 ) -> None:
     await post(client, endpoint, "devices", "k-2", "telemetry", body={"temperature": 20})
     answer = await post(
@@ -517,7 +517,7 @@ async def test_command_responses_that_are_refused(
 
 
 async def test_an_observer_of_commands_is_notified_of_a_new_command(
-    fleet: LocalFleet, endpoint: CoapEndpoint, client: aiocoap.Context
+    fleet: InProcessPlatform, endpoint: CoapEndpoint, client: aiocoap.Context
 ) -> None:
     await post(client, endpoint, "devices", "k-3", "telemetry", body={"temperature": 20})
     request = client.request(message(endpoint, Code.GET, "devices", "k-3", "commands", observe=0))
@@ -548,7 +548,7 @@ async def test_an_observer_of_commands_is_notified_of_a_new_command(
 
 
 async def test_the_endpoint_binds_a_free_port_and_closes() -> None:
-    fleet = LocalFleet.create()
+    fleet = InProcessPlatform.create()
     try:
         async with CoapEndpoint(fleet, port=0) as first, CoapEndpoint(fleet, port=0) as second:
             assert first.port != 0
@@ -567,7 +567,7 @@ async def test_a_device_conversation_through_the_ray_runtime(
 ) -> None:
     runtime = Runtime(store=sqlite_url, settings=RuntimeSettings(hosts=2))
     try:
-        async with CoapEndpoint(RuntimeFleet(runtime), port=0) as endpoint:
+        async with CoapEndpoint(RayPlatform(runtime), port=0) as endpoint:
             answer = await post(
                 client, endpoint, "devices", "ray-1", "telemetry", body={"temperature": 21.5}
             )

@@ -33,7 +33,7 @@ def test_two_gateway_actors_share_the_load_and_every_message_lands_once(tmp_path
         settings = MqttSettings.from_url(
             "mqtt://127.0.0.1:1883", share_group=f"{prefix}-group", batch_delay_s=0.01
         )
-        gateways = [spawn_gateway(rt.view(), settings) for _ in range(2)]
+        gateways = [spawn_gateway(rt.roster(), settings) for _ in range(2)]
         try:
             ray.get([g.start.remote() for g in gateways], timeout=60)
             messages = [

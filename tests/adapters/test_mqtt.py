@@ -34,8 +34,8 @@ from cryptography.x509.oid import NameOID
 from waiting import eventually
 
 from twinfleet.adapters.mqtt import DEVICE_TOPICS, MqttGateway, MqttSettings
+from twinfleet.runtime.edge import InProcessPlatform, RayPlatform
 from twinfleet.runtime.messages import DeviceMessage, IngestResult
-from twinfleet.runtime.port import LocalFleet, RuntimeFleet
 from twinfleet.twins import MAX_PAYLOAD_BYTES
 
 SHARED_HOST = "127.0.0.1"
@@ -71,7 +71,7 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
 class RecordingFleet:
     """A fleet that remembers which device messages went through it (for one gateway)."""
 
-    def __init__(self, inner: LocalFleet) -> None:
+    def __init__(self, inner: InProcessPlatform) -> None:
         self.inner = inner
         self.seen: list[DeviceMessage] = []
 
@@ -109,11 +109,11 @@ async def next_message(client: aiomqtt.Client, timeout: float = 10.0) -> aiomqtt
     return await asyncio.wait_for(first(), timeout)
 
 
-async def twin(fleet: LocalFleet, device_id: str) -> dict[str, Any]:
+async def twin(fleet: InProcessPlatform, device_id: str) -> dict[str, Any]:
     return await fleet.host.get(device_id)
 
 
-async def rejected_events(fleet: LocalFleet, twin_id: str) -> list[Any]:
+async def rejected_events(fleet: InProcessPlatform, twin_id: str) -> list[Any]:
     await fleet.host.send_events()
     return await fleet.hub.poll(0, types={"rejected"}, twin_id=twin_id)
 
@@ -136,8 +136,8 @@ def prefix() -> str:
 
 
 @pytest.fixture
-async def fleet() -> AsyncIterator[LocalFleet]:
-    fleet = LocalFleet.create()
+async def fleet() -> AsyncIterator[InProcessPlatform]:
+    fleet = InProcessPlatform.create()
     await fleet.host.start()
     yield fleet
     await fleet.host.stop()
@@ -247,7 +247,7 @@ def test_subscriptions_are_shared_unless_told_otherwise() -> None:
 
 @pytest.mark.services
 async def test_device_messages_reach_twins(
-    shared_broker: str, prefix: str, fleet: LocalFleet, start_gateway: GatewayStarter
+    shared_broker: str, prefix: str, fleet: InProcessPlatform, start_gateway: GatewayStarter
 ) -> None:
     await start_gateway(fleet, settings_for(shared_broker))
     sensor, senml, meter = f"{prefix}sensor", f"{prefix}senml", f"{prefix}meter"
@@ -284,13 +284,13 @@ async def test_device_messages_reach_twins(
     assert doc["connectivity"]["online"] is True
 
 
-async def _reported(fleet: LocalFleet, device_id: str, key: str) -> bool:
+async def _reported(fleet: InProcessPlatform, device_id: str, key: str) -> bool:
     return key in (await twin(fleet, device_id))["reported"]
 
 
 @pytest.mark.services
 async def test_bad_messages_are_rejected_alone(
-    shared_broker: str, prefix: str, fleet: LocalFleet, start_gateway: GatewayStarter
+    shared_broker: str, prefix: str, fleet: InProcessPlatform, start_gateway: GatewayStarter
 ) -> None:
     gateway = await start_gateway(fleet, settings_for(shared_broker))
     good = f"{prefix}good"
@@ -331,12 +331,12 @@ async def test_bad_messages_are_rejected_alone(
     assert gateway.stats["ingested"] >= 4
 
 
-async def _has(fleet: LocalFleet, device_id: str, expected: dict[str, Any]) -> bool:
+async def _has(fleet: InProcessPlatform, device_id: str, expected: dict[str, Any]) -> bool:
     reported = (await twin(fleet, device_id))["reported"]
     return all(reported.get(k) == v for k, v in expected.items())
 
 
-async def _codes(fleet: LocalFleet, device_id: str, count: int) -> list[str] | None:
+async def _codes(fleet: InProcessPlatform, device_id: str, count: int) -> list[str] | None:
     events = await rejected_events(fleet, device_id)
     return [e.data["code"] for e in events] if len(events) >= count else None
 
@@ -348,7 +348,7 @@ async def _codes(fleet: LocalFleet, device_id: str, count: int) -> list[str] | N
 async def test_desired_is_published_retained(
     shared_broker: str,
     prefix: str,
-    fleet: LocalFleet,
+    fleet: InProcessPlatform,
     start_gateway: GatewayStarter,
     retained: list[str],
 ) -> None:
@@ -385,7 +385,7 @@ async def answer_commands(
 
 @pytest.mark.services
 async def test_command_round_trip(
-    shared_broker: str, prefix: str, fleet: LocalFleet, start_gateway: GatewayStarter
+    shared_broker: str, prefix: str, fleet: InProcessPlatform, start_gateway: GatewayStarter
 ) -> None:
     gateway = await start_gateway(fleet, settings_for(shared_broker))
     plc = f"{prefix}plc"
@@ -409,13 +409,13 @@ async def test_command_round_trip(
     assert gateway.stats["responses"] >= 1
 
 
-async def _online(fleet: LocalFleet, device_id: str) -> bool:
+async def _online(fleet: InProcessPlatform, device_id: str) -> bool:
     return bool((await twin(fleet, device_id))["connectivity"]["online"])
 
 
 @pytest.mark.services
 async def test_command_waits_for_an_offline_device(
-    shared_broker: str, prefix: str, fleet: LocalFleet, start_gateway: GatewayStarter
+    shared_broker: str, prefix: str, fleet: InProcessPlatform, start_gateway: GatewayStarter
 ) -> None:
     await start_gateway(fleet, settings_for(shared_broker))
     meter = f"{prefix}meter"
@@ -441,18 +441,18 @@ async def test_command_waits_for_an_offline_device(
     assert [r["id"] for r in received] == [record["id"]]
 
 
-async def _offline(fleet: LocalFleet, device_id: str) -> bool:
+async def _offline(fleet: InProcessPlatform, device_id: str) -> bool:
     return not (await twin(fleet, device_id))["connectivity"]["online"]
 
 
-async def _command_final(fleet: LocalFleet, device_id: str, command_id: str) -> Any:
+async def _command_final(fleet: InProcessPlatform, device_id: str, command_id: str) -> Any:
     record = await fleet.host.get_command(device_id, command_id)
     return record if record["status"] in ("succeeded", "failed") else None
 
 
 @pytest.mark.services
 async def test_unanswered_command_is_sent_after_timeout(
-    shared_broker: str, prefix: str, fleet: LocalFleet, start_gateway: GatewayStarter
+    shared_broker: str, prefix: str, fleet: InProcessPlatform, start_gateway: GatewayStarter
 ) -> None:
     await start_gateway(fleet, settings_for(shared_broker))
     tracker = f"{prefix}tracker"
@@ -487,7 +487,7 @@ def connect_with_will(port: int, client_id: str, will_topic: str, will: bytes) -
 
 @pytest.mark.services
 async def test_last_will_marks_the_twin_offline(
-    shared_broker: str, prefix: str, fleet: LocalFleet, start_gateway: GatewayStarter
+    shared_broker: str, prefix: str, fleet: InProcessPlatform, start_gateway: GatewayStarter
 ) -> None:
     gateway = await start_gateway(fleet, settings_for(shared_broker))
     monitor = f"{prefix}monitor"
@@ -506,7 +506,7 @@ async def test_last_will_marks_the_twin_offline(
 
 @pytest.mark.services
 async def test_two_gateways_share_the_traffic(
-    shared_broker: str, prefix: str, fleet: LocalFleet, start_gateway: GatewayStarter
+    shared_broker: str, prefix: str, fleet: InProcessPlatform, start_gateway: GatewayStarter
 ) -> None:
     settings = settings_for(shared_broker)
     one, two = RecordingFleet(fleet), RecordingFleet(fleet)
@@ -705,7 +705,7 @@ async def test_tls_and_mutual_tls(
     pki: Pki,
     private_mosquitto: Callable[[str], PrivateMosquitto],
     prefix: str,
-    fleet: LocalFleet,
+    fleet: InProcessPlatform,
     start_gateway: GatewayStarter,
 ) -> None:
     tls_port, mtls_port = free_port(), free_port()
@@ -752,7 +752,9 @@ async def test_tls_and_mutual_tls(
     assert doc["reported"]["temperature"] == 19.0
 
 
-async def test_missing_certificate_file_fails_at_once(tmp_path: Path, fleet: LocalFleet) -> None:
+async def test_missing_certificate_file_fails_at_once(
+    tmp_path: Path, fleet: InProcessPlatform
+) -> None:
     settings = MqttSettings.from_url("mqtts://127.0.0.1:1", ca_file=str(tmp_path / "nope.pem"))
     with pytest.raises(FileNotFoundError):  # a misconfiguration is not retried for ever
         await MqttGateway(fleet, settings).run()
@@ -762,7 +764,7 @@ async def test_missing_certificate_file_fails_at_once(tmp_path: Path, fleet: Loc
 async def test_gateway_resumes_after_broker_restart(
     private_mosquitto: Callable[[str], PrivateMosquitto],
     prefix: str,
-    fleet: LocalFleet,
+    fleet: InProcessPlatform,
     start_gateway: GatewayStarter,
 ) -> None:
     port = free_port()
@@ -802,7 +804,7 @@ async def test_gateway_with_the_ray_runtime(
 
     runtime = await asyncio.to_thread(Runtime, store=sqlite_url, settings=RuntimeSettings(hosts=1))
     try:
-        fleet = RuntimeFleet(runtime)
+        fleet = RayPlatform(runtime)
         await start_gateway(fleet, settings_for(shared_broker))
         pump = f"{prefix}ray-pump"
         handle = runtime.twin(pump)

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from twinfleet.runtime import DeviceMessage, RuntimeFleet
+from twinfleet.runtime import DeviceMessage, RayPlatform
 
 Served = Any  # the fixture's class lives in conftest.py
 
@@ -129,7 +129,7 @@ def test_list_twins_with_cursor(served: Served) -> None:
 
 
 def test_commands_answered_or_accepted(served: Served) -> None:
-    fleet = RuntimeFleet(served.runtime)
+    fleet = RayPlatform(served.runtime)
 
     async def device() -> None:
         async for event in fleet.events(types={"command"}):

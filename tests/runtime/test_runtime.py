@@ -17,8 +17,8 @@ from twinfleet.errors import InvalidDeviceId
 from twinfleet.runtime import (
     DeviceMessage,
     HostSettings,
+    RayPlatform,
     RouterSettings,
-    RuntimeFleet,
     RuntimeSettings,
 )
 from twinfleet.twins import TwinFilter, TwinNotFound, VersionConflict
@@ -275,10 +275,10 @@ def test_a_host_process_dying_loses_no_acknowledged_write(store_url: str) -> Non
         for i in ids[:10]:
             rt.twin(i).patch_desired({"mode": "eco"})
         rt.persist()
-        fleet = RuntimeFleet(rt)  # direct connections, opened before the host dies
+        fleet = RayPlatform(rt)  # direct connections, opened before the host dies
 
         async def read_all() -> list[dict[str, Any]]:
-            return [await fleet.call(i, "get", i) for i in ids]
+            return [await fleet.calls.get(i) for i in ids]
 
         with asyncio.Runner() as runner:
             assert len(runner.run(read_all())) == len(ids)
@@ -301,7 +301,7 @@ def test_a_host_process_dying_loses_no_acknowledged_write(store_url: str) -> Non
 
 def test_commands_and_events_through_the_runtime(runtime: Runtime) -> None:
     runtime.ingest([telemetry("cmd-1", T0, temperature=1.0)])
-    fleet = RuntimeFleet(runtime)
+    fleet = RayPlatform(runtime)
 
     async def device() -> None:
         async for event in fleet.events(types={"command"}, after=0):

@@ -1,30 +1,33 @@
-"""``FleetClient``: route device messages to a running fleet's hosts from any process.
+"""``HostRouting``: reach a running fleet's hosts from any process.
 
-A ``Runtime`` owns the fleet (hosts, hub, scaling); a gateway running as a Ray actor of its own
-gets a picklable :class:`FleetView` of it and routes through a ``FleetClient``: its own router,
-the same placement, the same hosts. Messages a gateway routes are applied in the gateway's own
-order (each router numbers its batches).
+A ``Runtime`` owns the fleet (hosts, hub, scaling); a gateway (or an API) running in a process of
+its own gets a picklable :class:`HostRoster` of it and reaches the hosts through a
+``HostRouting``: its own router, the same placement, the same hosts, and :class:`HostCalls`
+over them. Messages a gateway routes are applied in the gateway's own order (each router
+numbers its batches).
 """
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from twinfleet.errors import InvalidPatch
+from twinfleet.errors import InvalidPatch, InvalidRequest
 from twinfleet.twins import TwinfleetError, validate_device_id
 
+from .calls import HostCalls, transport_named
 from .messages import DeviceMessage, IngestResult, Rejection
 from .placement import Placement
 from .router import Router, RouterSettings
 
-__all__ = ["FleetClient", "FleetView", "split"]
+__all__ = ["HostRoster", "HostRouting", "split"]
 
 
 @dataclass(frozen=True, slots=True)
-class FleetView:
+class HostRoster:
     """The hosts, dedicated twins and event hub of a running fleet (picklable)."""
 
     hosts: tuple[tuple[str, Any], ...]
@@ -34,7 +37,7 @@ class FleetView:
 
     def __post_init__(self) -> None:
         if not self.hosts:
-            raise ValueError("a fleet view needs at least one host")
+            raise ValueError("a host roster needs at least one host")
 
 
 def split(
@@ -60,10 +63,10 @@ def split(
     return good, rejected
 
 
-class FleetClient:
+class HostRouting:
     """Routes messages and calls for twins to their hosts, from the process it lives in."""
 
-    def __init__(self, view: FleetView) -> None:
+    def __init__(self, view: HostRoster) -> None:
         self._lock = threading.Lock()
         self._view = view
         self._hosts = dict(view.hosts)
@@ -86,7 +89,7 @@ class FleetClient:
                 self._owners[twin_id] = host
         return host
 
-    def update(self, view: FleetView) -> None:
+    def update(self, view: HostRoster) -> None:
         """Follow the fleet after it scaled: new hosts, new placement."""
         with self._router.paused():
             self._view = view
@@ -114,6 +117,46 @@ class FleetClient:
         """The router (its counters: applied, stale, rejected, failed, batches)."""
         return self._router
 
+    def calls(self, *, own_writes: bool = False, transport: str = "wire") -> HostCalls:
+        """:class:`HostCalls` over these hosts; ``own_writes``: reads wait for the messages
+        routed here first (a gateway's)."""
+        return HostCalls(_RoutingDirectory(self, own_writes=own_writes), transport_named(transport))
+
     def close(self) -> None:
         """Apply what is queued and stop the router's timer."""
         self._router.close()
+
+
+class _RoutingDirectory:
+    """A :class:`HostRouting`'s hosts as :class:`HostCalls` needs them."""
+
+    def __init__(self, routing: HostRouting, *, own_writes: bool) -> None:
+        self._routing = routing
+        self._own_writes = own_writes
+
+    def owner_of(self, twin_id: str) -> Any:
+        """The host actor of ``twin_id``."""
+        return self._routing.owner_of(twin_id)
+
+    def virtual_hosts(self) -> tuple[Placement, Sequence[Any]]:
+        """The placement and its hosts."""
+        routing = self._routing
+        return routing._placement, list(routing._hosts.values())
+
+    def dedicated_hosts(self) -> Sequence[Any]:
+        """Hosts of twins placed in actors of their own."""
+        return list(self._routing._dedicated.values())
+
+    async def own_writes(self, host: Any | None) -> None:
+        """Wait for the messages routed here, if this caller's."""
+        router = self._routing.router
+        if self._own_writes and router.has_pending(host):
+            await asyncio.to_thread(router.flush, host)
+
+    async def place(self, device_id: str, placement: str) -> None:
+        """Only the runtime's process spawns dedicated hosts."""
+        if placement == "dedicated" and device_id not in self._routing._dedicated:
+            raise InvalidRequest(
+                "a device is placed in a host of its own through the runtime's process",
+                field="placement",
+            )

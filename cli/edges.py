@@ -19,7 +19,7 @@ from twinfleet.adapters.devices import DeviceFleet, DeviceFleetOptions
 from twinfleet.adapters.mqtt import MqttGateway, MqttSettings
 from twinfleet.api.app import create_app
 from twinfleet.api.auth import TokenStore
-from twinfleet.runtime import Runtime, RuntimeFleet
+from twinfleet.runtime import RayPlatform, Runtime
 from twinfleet.runtime.telemetry import TelemetrySink
 
 __all__ = ["EdgeOptions", "Edges"]
@@ -91,7 +91,7 @@ class Edges(threading.Thread):
         self._loop = asyncio.get_running_loop()
         self._stopping = asyncio.Event()
         options = self._options
-        fleet = RuntimeFleet(self._runtime)
+        fleet = RayPlatform(self._runtime)
         async with contextlib.AsyncExitStack() as stack:
             if options.mqtt:
                 settings = MqttSettings.from_url(
@@ -207,19 +207,17 @@ async def _embedded_broker(options: EdgeOptions) -> EmbeddedBroker:
     return broker
 
 
-async def _register(fleet: RuntimeFleet, devices: DeviceFleet) -> None:
+async def _register(fleet: RayPlatform, devices: DeviceFleet) -> None:
     """Register simulated devices with their families, so their twins know what they are."""
     gate = asyncio.Semaphore(32)
 
     async def one(device_id: str) -> None:
-        entry = {
-            "id": device_id,
-            "type": devices.simulator.family(device_id),
-            "tags": {"simulated": True},
-            "placement": "virtual",
-        }
         async with gate:
-            await fleet.call(device_id, "register", entry)
+            await fleet.calls.register(
+                device_id,
+                device_type=devices.simulator.family(device_id),
+                tags={"simulated": True},
+            )
 
     await asyncio.gather(*(one(i) for i in devices.device_ids))
 

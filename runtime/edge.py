@@ -1,8 +1,9 @@
-"""``FleetPort``: what protocol adapters (MQTT, CoAP) need of the platform, as one protocol.
+"""``EdgePlatform``: what protocol adapters (MQTT, CoAP) need of the platform, as one protocol.
 
 Adapters are written against this protocol, not against ``Runtime``, so they are tested with
-the in-memory implementation in ``tests`` as well as with the real runtime (``RuntimeFleet``).
-Every method is a coroutine: adapters are asyncio programs.
+the in-process implementation (:class:`InProcessPlatform`: one ``TwinHost``, no Ray) as well as
+with the real runtime (:class:`RayPlatform`, whose per-twin calls are ``HostCalls``). Every
+method is a coroutine: adapters are asyncio programs.
 """
 
 from __future__ import annotations
@@ -10,25 +11,20 @@ from __future__ import annotations
 import asyncio
 import collections
 import time
-import weakref
 from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from typing import Any, Protocol
 
-from ray.exceptions import RayTaskError
-
-from twinfleet.twins import TwinfleetError
-
-from .client import split
+from .calls import HostCalls, await_ref
+from .directory import split
 from .events import Event, EventHub
 from .host import HostSettings, TwinHost
 from .messages import DeviceMessage, IngestResult
 from .stores import MemoryStore, StateStore
-from .wire import Endpoint, HostChannel
 
-__all__ = ["FleetPort", "LocalFleet", "RuntimeFleet"]
+__all__ = ["EdgePlatform", "InProcessPlatform", "RayPlatform"]
 
 
-class FleetPort(Protocol):
+class EdgePlatform(Protocol):
     """The platform as a protocol adapter sees it."""
 
     async def ingest(self, messages: Sequence[DeviceMessage]) -> IngestResult:
@@ -75,18 +71,8 @@ class FleetPort(Protocol):
         ...
 
 
-async def _result(ref: Any) -> Any:
-    """Await a Ray ObjectRef from any event loop, raising twinfleet's errors as themselves."""
-    try:
-        return await asyncio.wrap_future(ref.future())
-    except RayTaskError as err:
-        if isinstance(err.cause, TwinfleetError):
-            raise err.cause from None
-        raise
-
-
-class _PortBase:
-    """What both fleets share: rejection bookkeeping and the event iterator."""
+class _EdgeBase:
+    """What both platforms share: rejection bookkeeping and the event iterator."""
 
     def __init__(self) -> None:
         self.rejections: collections.Counter[str] = collections.Counter()
@@ -128,7 +114,7 @@ class _PortBase:
                 yield event
 
 
-class LocalFleet(_PortBase):
+class InProcessPlatform(_EdgeBase):
     """The platform in this process, without Ray: one ``TwinHost`` and an ``EventHub``.
 
     For adapters' tests and single-process tools; the host's loops run on the caller's loop.
@@ -142,7 +128,7 @@ class LocalFleet(_PortBase):
     @classmethod
     def create(
         cls, store: StateStore | None = None, *, settings: HostSettings | None = None
-    ) -> LocalFleet:
+    ) -> InProcessPlatform:
         """A fleet on ``store`` (in memory by default)."""
         hub = EventHub()
         host = TwinHost("local", store or MemoryStore(), settings=settings, events=hub)
@@ -196,109 +182,73 @@ class LocalFleet(_PortBase):
         await self.hub.publish(events)
 
 
-class _Routes(Protocol):
-    """What ``RuntimeFleet`` needs: a ``Runtime``, or a ``FleetClient`` in another process."""
+class _Routing(Protocol):
+    """What ``RayPlatform`` needs besides host calls: a ``Runtime``, or a ``HostRouting`` in
+    another process."""
 
     @property
     def hub(self) -> Any:
         """The event hub actor."""
         ...
 
-    def owner_of(self, twin_id: str) -> Any:
-        """The host actor of a twin."""
-        ...
-
     def ingest(self, messages: Sequence[DeviceMessage]) -> IngestResult:
         """Route messages to hosts (blocking under backpressure)."""
         ...
 
-    def flush_twin(self, twin_id: str) -> None:
-        """Wait until the messages routed so far to this twin's host are applied."""
+    def calls(self, *, own_writes: bool = False) -> HostCalls:
+        """Host calls over the same hosts."""
         ...
 
 
-class RuntimeFleet(_PortBase):
-    """The platform behind a ``Runtime`` (or a ``FleetClient``): hosts and hub on Ray."""
+class RayPlatform(_EdgeBase):
+    """The platform behind a ``Runtime`` (or a ``HostRouting``): hosts and hub on Ray.
 
-    def __init__(self, runtime: _Routes, *, direct: bool = True) -> None:
+    Every per-twin call goes through one :class:`HostCalls` that sees this edge's own
+    messages first (read-your-writes: a device's last will lands after its last reading).
+    """
+
+    def __init__(self, routing: _Routing) -> None:
         super().__init__()
-        self.runtime = runtime
-        self.direct = direct
-        # asyncio streams belong to one event loop: one channel per host and loop.
-        self._channels: weakref.WeakKeyDictionary[
-            asyncio.AbstractEventLoop, dict[str, HostChannel]
-        ] = weakref.WeakKeyDictionary()
+        self.routing = routing
+        self.calls = routing.calls(own_writes=True)
 
     async def ingest(self, messages: Sequence[DeviceMessage]) -> IngestResult:
         """Route the messages (in a worker thread: the router blocks under backpressure)."""
-        return await asyncio.to_thread(self.runtime.ingest, list(messages))
-
-    async def call(self, device_id: str, method: str, *args: Any, **kwargs: Any) -> Any:
-        """Call ``method`` on the host of ``device_id`` and await its answer.
-
-        Over the host's direct connection (``runtime/wire.py``) unless ``direct`` is off;
-        the methods there take and return JSON values only.
-        """
-        host = self.runtime.owner_of(device_id)
-        if not self.direct:
-            return await _result(getattr(host, method).remote(*args, **kwargs))
-        return await self._channel(host).call(method, *args, **kwargs)
-
-    def _channel(self, host: Any) -> HostChannel:
-        channels = self._channels.setdefault(asyncio.get_running_loop(), {})
-        key = host._actor_id.hex()
-        channel = channels.get(key)
-        if channel is None:
-
-            async def resolve() -> Endpoint:
-                endpoint: Endpoint = await _result(host.endpoint.remote())
-                return endpoint
-
-            channel = channels[key] = HostChannel(resolve)
-        return channel
+        return await asyncio.to_thread(self.routing.ingest, list(messages))
 
     async def close(self) -> None:
-        """Close the direct connections this fleet opened in the running loop."""
-        for channel in self._channels.pop(asyncio.get_running_loop(), {}).values():
-            await channel.close()
+        """Close the direct connections this edge opened in the running loop."""
+        await self.calls.close()
 
     async def device_offline(self, device_id: str, *, protocol: str) -> None:
         """Mark the twin offline now, after the device's messages still on their way."""
-        await asyncio.to_thread(self.runtime.flush_twin, device_id)
-        await self.call(device_id, "device_offline", device_id, protocol=protocol)
+        await self.calls.device_offline(device_id, protocol=protocol)
 
     async def desired(self, device_id: str) -> dict[str, Any]:
         """The twin's desired document."""
-        doc: dict[str, Any] = await self.call(device_id, "desired", device_id)
-        return doc
+        return await self.calls.desired(device_id)
 
     async def claim_commands(
         self, device_id: str, *, protocol: str, ids: Collection[str] | None = None
     ) -> list[dict[str, Any]]:
         """Queued commands, marked sent."""
-        claimed: list[dict[str, Any]] = await self.call(
-            device_id, "claim_commands", device_id, protocol=protocol, ids=ids
-        )
-        return claimed
+        return await self.calls.claim_commands(device_id, protocol=protocol, ids=ids)
 
     async def command_response(
         self, device_id: str, command_id: str, response: Mapping[str, Any]
     ) -> dict[str, Any]:
         """Record the device's answer."""
-        record: dict[str, Any] = await self.call(
-            device_id, "command_response", device_id, command_id, dict(response)
-        )
-        return record
+        return await self.calls.command_response(device_id, command_id, response)
 
     async def _poll(self, after: int, types: Collection[str] | None, timeout: float) -> list[Event]:
-        events: list[Event] = await _result(
-            self.runtime.hub.poll.remote(after, types=types, timeout=timeout)
+        events: list[Event] = await await_ref(
+            self.routing.hub.poll.remote(after, types=types, timeout=timeout)
         )
         return events
 
     async def _last_event_id(self) -> int:
-        last: int = await _result(self.runtime.hub.last_id.remote())
+        last: int = await await_ref(self.routing.hub.last_id.remote())
         return last
 
     async def _publish(self, events: list[Event]) -> None:
-        await _result(self.runtime.hub.publish.remote(events))
+        await await_ref(self.routing.hub.publish.remote(events))
