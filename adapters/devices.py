@@ -52,6 +52,7 @@ import aiomqtt
 import numpy as np
 import orjson
 
+from twinfleet.adapters.defaults import DEFAULT_COAP_URL, DEFAULT_MQTT_URL
 from twinfleet.adapters.simulator import Anomaly, FleetSimulator
 from twinfleet.runtime.messages import DeviceMessage
 from twinfleet.twins import FAMILIES
@@ -75,8 +76,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MQTT_URL = "mqtt://127.0.0.1:1883"
-DEFAULT_COAP_URL = "coap://127.0.0.1:5683"
 JSON_CONTENT_FORMAT = 50
 DEFAULT_CONNECTIONS = 100
 SUBSCRIBE_CHUNK = 100  # topics per SUBSCRIBE packet

@@ -11,17 +11,14 @@ from typing import Literal
 import click
 from rich.console import Console
 
-from twinfleet.adapters.devices import DEFAULT_COAP_URL, DEFAULT_MQTT_URL, DeviceFleetOptions
-from twinfleet.adapters.mqtt import MqttSettings
-from twinfleet.api.ratelimit import RequestLimiter
-from twinfleet.runtime.telemetry import open_telemetry
-from twinfleet.twins import TwinfleetError
+from twinfleet.adapters.defaults import DEFAULT_COAP_URL, DEFAULT_MQTT_URL
+from twinfleet.errors import TwinfleetError
 
 from .commands import alarms, devices, models, tokens, twins
-from .edges import EdgeOptions
-from .evaluate import EvaluationOptions, ModelChoice, run_evaluation
-from .simulate import run_simulate
-from .up import UpOptions, run_up
+from .options import EdgeOptions, UpOptions
+
+# The platform's own modules (Ray, the broker, FastAPI) load inside the commands that run
+# it: `twinfleet twins list` is an HTTP client and starts in a fraction of a second.
 
 __all__ = ["main"]
 
@@ -192,6 +189,12 @@ def up(  # noqa: PLR0917 - click passes options positionally
     as_json: bool,
 ) -> None:
     """Run the platform in the foreground; Ctrl-C or SIGTERM stops it cleanly."""
+    from twinfleet.adapters.mqtt import MqttSettings
+    from twinfleet.api.ratelimit import RequestLimiter
+    from twinfleet.runtime.telemetry import open_telemetry
+
+    from .up import run_up
+
     try:
         edges = EdgeOptions(
             host=host,
@@ -330,6 +333,10 @@ def simulate(  # noqa: PLR0917 - click passes options positionally
     as_json: bool,
 ) -> None:
     """Run simulated devices against a broker (or CoAP endpoint); Ctrl-C or SIGTERM stops them."""
+    from twinfleet.adapters.devices import DeviceFleetOptions
+
+    from .simulate import run_simulate
+
     try:
         options = DeviceFleetOptions(
             devices=devices,
@@ -418,6 +425,8 @@ def evaluate(  # noqa: PLR0917 - click passes options positionally
     model (built-in or installed from a plugin package), and a summary of all of them, so a
     new model, or a model with other parameters, can be compared with the built-ins.
     """
+    from .evaluate import EvaluationOptions, ModelChoice, run_evaluation
+
     try:
         options = EvaluationOptions(
             devices=devices,

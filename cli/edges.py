@@ -8,7 +8,6 @@ import contextlib
 import errno
 import logging
 import threading
-from dataclasses import dataclass
 from typing import Any
 
 import uvicorn
@@ -22,36 +21,11 @@ from twinfleet.api.auth import TokenStore
 from twinfleet.runtime import RayPlatform, Runtime
 from twinfleet.runtime.telemetry import TelemetrySink
 
-__all__ = ["EdgeOptions", "Edges"]
+from .options import EdgeOptions
+
+__all__ = ["Edges"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class EdgeOptions:
-    """Where the edges listen and what they simulate."""
-
-    host: str = "127.0.0.1"
-    mqtt: str | None = None  # None: an embedded broker
-    mqtt_port: int = 1883  # the embedded broker's port (a free one if taken)
-    mqtt_ca: str | None = None
-    mqtt_cert: str | None = None
-    mqtt_key: str | None = None
-    coap_port: int = 5683
-    port: int = 8000  # the HTTP API
-    rate_limit: str | None = "3000/minute"  # API requests per token; None: unlimited
-    simulate: int = 0
-    interval_s: float | None = None
-    seed: int = 0
-    coap_share: float = 0.2  # of simulated devices, the part that speaks CoAP
-
-    def __post_init__(self) -> None:
-        if not all(0 <= p <= 65535 for p in (self.coap_port, self.mqtt_port, self.port)):
-            raise ValueError("ports lie between 0 and 65535")
-        if self.simulate < 0:
-            raise ValueError("simulate a number of devices, 0 or more")
-        if not 0.0 <= self.coap_share <= 1.0:
-            raise ValueError("coap_share is a fraction")
 
 
 class Edges(threading.Thread):

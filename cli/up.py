@@ -6,7 +6,6 @@ import os
 import signal
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -20,39 +19,10 @@ from twinfleet.runtime import HostSettings, Runtime, RuntimeSettings
 from twinfleet.runtime.stores import open_store
 from twinfleet.runtime.telemetry import open_telemetry
 
-from .edges import EdgeOptions, Edges
+from .edges import Edges
+from .options import UpOptions
 
-__all__ = ["UpOptions", "run_up"]
-
-
-@dataclass(frozen=True, slots=True)
-class UpOptions:
-    """What ``twinfleet up`` was asked to run."""
-
-    data_dir: Path
-    store: str | None = None
-    tsdb: str | None = None
-    ray_address: str | None = None
-    hosts: int = 2
-    retention_days: float | None = 7.0  # embedded history kept; None: forever
-    duration_s: float | None = None
-    edges: EdgeOptions = field(default_factory=EdgeOptions)
-
-    def __post_init__(self) -> None:
-        if self.hosts < 1:
-            raise ValueError("--hosts must be at least 1")
-        if self.retention_days is not None and self.retention_days <= 0:
-            raise ValueError("--retention must be positive days, or 'forever'")
-
-    @property
-    def store_url(self) -> str:
-        """The store URL, defaulting to SQLite in the data directory."""
-        return self.store or f"sqlite:///{self.data_dir.resolve() / 'state.db'}"
-
-    @property
-    def tsdb_url(self) -> str:
-        """The telemetry history URL, defaulting to SQLite in the data directory."""
-        return self.tsdb or f"sqlite:///{self.data_dir.resolve() / 'telemetry.db'}"
+__all__ = ["run_up"]
 
 
 class _Stop:

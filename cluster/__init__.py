@@ -1,1 +1,1 @@
-"""twinfleet."""
+"""Cluster operations (multi-node Ray clusters, node loss, rebalancing): to come."""

@@ -11,14 +11,12 @@ import asyncio
 import collections
 import time
 from collections.abc import Collection, Iterable, Mapping
-from typing import Any, Literal, NamedTuple, Protocol
+from typing import Any, Literal, NamedTuple, Protocol, get_args
 
 __all__ = ["EVENT_TYPES", "Event", "EventHub", "EventSink", "EventType"]
 
-EventType = Literal["desired", "presence", "anomaly", "command", "rejected", "twin"]
-EVENT_TYPES: frozenset[str] = frozenset(
-    ("desired", "presence", "anomaly", "command", "rejected", "twin")
-)
+EventType = Literal["desired", "presence", "anomaly", "alarm", "command", "rejected"]
+EVENT_TYPES: frozenset[str] = frozenset(get_args(EventType))
 
 
 class Event(NamedTuple):
@@ -27,6 +25,8 @@ class Event(NamedTuple):
     - ``desired``: ``{"version", "desired", "delta"}`` after a desired change;
     - ``presence``: ``{"online", "protocol", "pending_commands"}`` when a twin comes or goes;
     - ``anomaly``: ``{"model", "score", "anomalous", "since"}`` when the verdict flips;
+    - ``alarm``: the alarm record (``id``, ``rule``, ``state``, ...) when it is raised,
+      acknowledged or cleared;
     - ``command``: the command record (``id``, ``name``, ``params``, ``status``, ...) on
       every status change, with ``protocol`` and ``online`` of the twin;
     - ``rejected``: ``{"code", "message", "protocol"}`` for a device message refused.

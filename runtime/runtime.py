@@ -125,6 +125,12 @@ class Runtime:
         ray_options: Mapping[str, Any] | None = None,
     ) -> None:
         self.settings = settings or RuntimeSettings()
+        if store.startswith("memory:"):
+            # Each host is a process of its own: a memory store would be one store per host.
+            raise ValueError(
+                "a Runtime's hosts are processes of their own and cannot share a memory:// "
+                "store: use sqlite:///path.db or redis://host:port/db"
+            )
         self.store_url = resolve_store_url(store)
         self._store: StateStore = open_store(self.store_url)
         self._models: ModelRegistry | None = None

@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from twinfleet.client import TwinClient
-from twinfleet.cluster.cli import cli
+from twinfleet.cli.cli import cli
 from twinfleet.runtime import DeviceMessage
 
 from .conftest import T0, free_port

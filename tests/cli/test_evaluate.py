@@ -9,8 +9,8 @@ import pytest
 from click.testing import CliRunner
 from rich.console import Console
 
-from twinfleet.cluster.cli import cli
-from twinfleet.cluster.evaluate import EvaluationOptions, ModelChoice, run_evaluation
+from twinfleet.cli.cli import cli
+from twinfleet.cli.evaluate import EvaluationOptions, ModelChoice, run_evaluation
 
 # 5 devices (one per family), 30 min every 10 s: the first 15 min train, the rest is scored.
 TINY = {"devices": 5, "hours": 0.5, "train_hours": 0.25, "anomaly_rate": 0.02, "seed": 1}

@@ -1,0 +1,1 @@
+"""The `twinfleet` command line: the HTTP-client commands, `twinfleet up` and its wiring."""
