@@ -78,14 +78,15 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module = _WHERE.get(name)
-    if module is None:
-        raise AttributeError(f"module 'twinfleet.runtime' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
-    globals()[name] = value  # once loaded, a plain attribute
-    return value
+if not TYPE_CHECKING:  # mypy sees the imports above; unknown names stay errors there
 
+    def __getattr__(name: str) -> Any:
+        module = _WHERE.get(name)
+        if module is None:
+            raise AttributeError(f"module 'twinfleet.runtime' has no attribute {name!r}")
+        value = getattr(importlib.import_module(f".{module}", __name__), name)
+        globals()[name] = value  # once loaded, a plain attribute
+        return value
 
-def __dir__() -> list[str]:
-    return sorted((*globals(), *_WHERE))
+    def __dir__() -> list[str]:
+        return sorted((*globals(), *_WHERE))
