@@ -25,7 +25,7 @@ only a connection that carries a single device sets the per-device last will
 A multiplexed connection that dies says nothing; the platform's presence timeout notices.
 
 Each connection is one asyncio loop: every tick it takes the devices that are due from a numpy
-schedule and generates their readings in one batch per family (``FleetSimulator``).
+schedule and generates their readings in one batch per family (``SignalSimulator``).
 
 Over CoAP (``protocol="coap"``) devices POST telemetry as JSON (content format 50,
 non-confirmable) to ``coap://host:port/devices/{id}/telemetry``, POST reported state
@@ -53,7 +53,7 @@ import numpy as np
 import orjson
 
 from twinfleet.adapters.defaults import DEFAULT_COAP_URL, DEFAULT_MQTT_URL
-from twinfleet.adapters.simulator import Anomaly, FleetSimulator
+from twinfleet.adapters.simulator import Anomaly, SignalSimulator
 from twinfleet.runtime.messages import DeviceMessage
 from twinfleet.twins import FAMILIES
 
@@ -63,10 +63,10 @@ __all__ = [
     "BrokerAddress",
     "CommandAnswer",
     "DesiredUpdate",
-    "DeviceFleet",
-    "DeviceFleetOptions",
-    "FleetStats",
     "LabelWriter",
+    "SimulatedDevices",
+    "SimulatedDevicesOptions",
+    "SimulatedDevicesStats",
     "answer_command",
     "parse_desired",
     "parse_mqtt_url",
@@ -120,7 +120,7 @@ def _coap_base(url: str) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class DeviceFleetOptions:
+class SimulatedDevicesOptions:
     """What to simulate and where to send it.
 
     ``interval_s`` overrides every device's sample interval (default: its family's report
@@ -175,7 +175,7 @@ class DeviceFleetOptions:
 
 
 @dataclass(slots=True)
-class FleetStats:
+class SimulatedDevicesStats:
     """Running counters of a fleet; ``as_dict`` for a summary."""
 
     devices: int = 0
@@ -395,7 +395,7 @@ class _Worker:
 
     def __init__(
         self,
-        fleet: DeviceFleet,
+        fleet: SimulatedDevices,
         number: int,
         ids: list[str],
         intervals: np.ndarray,
@@ -705,19 +705,19 @@ class _CoapWorker(_Worker):
 # the fleet
 
 
-class DeviceFleet:
+class SimulatedDevices:
     """Simulated devices over MQTT (or CoAP) from one process and one event loop.
 
     ``await fleet.run(duration_s=...)`` runs until ``stop()`` or the duration; or use
-    ``async with DeviceFleet(options) as fleet:`` to run it in the background, stopped
+    ``async with SimulatedDevices(options) as fleet:`` to run it in the background, stopped
     cleanly (devices say ``offline``) on exit.
     """
 
-    def __init__(self, options: DeviceFleetOptions) -> None:
+    def __init__(self, options: SimulatedDevicesOptions) -> None:
         self.options = options
-        self.stats = FleetStats(devices=options.devices)
+        self.stats = SimulatedDevicesStats(devices=options.devices)
         self._labels: LabelWriter | None = None
-        self.simulator = FleetSimulator(
+        self.simulator = SignalSimulator(
             options.devices,
             seed=options.seed,
             prefix=options.prefix,
@@ -726,7 +726,7 @@ class DeviceFleet:
             on_anomaly=self._on_anomaly,
         )
         self._stopping = asyncio.Event()
-        self._task: asyncio.Task[FleetStats] | None = None
+        self._task: asyncio.Task[SimulatedDevicesStats] | None = None
         self._warned: set[str] = set()
         self._workers: list[_Worker] = []
         self._where: dict[str, tuple[int, int]] = {}
@@ -796,10 +796,10 @@ class DeviceFleet:
             for i, device in enumerate(ids):
                 self._where[device] = (number, i)
 
-    async def run(self, *, duration_s: float | None = None) -> FleetStats:
+    async def run(self, *, duration_s: float | None = None) -> SimulatedDevicesStats:
         """Run every device until ``stop()`` (or ``duration_s``), then stop them cleanly."""
         if self._workers:
-            raise RuntimeError("a DeviceFleet runs once")
+            raise RuntimeError("a SimulatedDevices runs once")
         loop = asyncio.get_running_loop()
         timer = loop.call_later(duration_s, self.stop) if duration_s is not None else None
         if self.options.labels is not None:
@@ -830,7 +830,7 @@ class DeviceFleet:
                 self._labels.close()
         return self.stats
 
-    async def __aenter__(self) -> DeviceFleet:
+    async def __aenter__(self) -> SimulatedDevices:
         self._task = asyncio.create_task(self.run())
         return self
 

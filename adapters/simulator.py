@@ -18,7 +18,7 @@ import numpy as np
 from twinfleet.runtime.messages import DeviceMessage
 from twinfleet.twins import FAMILIES, DeviceFamily
 
-__all__ = ["Anomaly", "FleetSimulator", "SignalProfile"]
+__all__ = ["Anomaly", "SignalProfile", "SignalSimulator"]
 
 SIMULATED_FAMILIES = (
     "smart-sensor",
@@ -103,7 +103,7 @@ class _Group:
         self.drift = np.zeros_like(self.base)
 
 
-class FleetSimulator:
+class SignalSimulator:
     """``devices`` simulated devices spread over the five families, deterministic per seed.
 
     ``on_anomaly`` is called with each anomaly as it is injected (e.g. to write labels out);

@@ -11,7 +11,7 @@ from typing import Any
 
 import ray
 
-from twinfleet.adapters.simulator import FleetSimulator
+from twinfleet.adapters.simulator import SignalSimulator
 from twinfleet.runtime import DeviceMessage
 
 RESULTS = Path(__file__).with_name("results")
@@ -29,7 +29,7 @@ def start_ray() -> None:
 
 def fleet_messages(devices: int, rounds: int, *, seed: int = 7) -> list[list[DeviceMessage]]:
     """``rounds`` lists of one reading from each of ``devices`` simulated devices."""
-    sim = FleetSimulator(devices, seed=seed, anomaly_rate=0.0005, start=1.8e9)
+    sim = SignalSimulator(devices, seed=seed, anomaly_rate=0.0005, start=1.8e9)
     return [sim.readings(devices, now=1.8e9 + 10 * r) for r in range(rounds)]
 
 

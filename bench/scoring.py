@@ -25,7 +25,7 @@ from typing import Any
 
 from common import report
 
-from twinfleet.adapters.simulator import FleetSimulator
+from twinfleet.adapters.simulator import SignalSimulator
 from twinfleet.models import ModelRegistry, ModelSpec, Verdict, default_registry, prescore
 from twinfleet.runtime import DeviceMessage
 from twinfleet.runtime.host import TwinHost
@@ -45,7 +45,7 @@ class SumOnly:
 
 
 def readings(devices: int, rounds: int) -> list[DeviceMessage]:
-    sim = FleetSimulator(devices, seed=5, anomaly_rate=0.0005, start=1.8e9)
+    sim = SignalSimulator(devices, seed=5, anomaly_rate=0.0005, start=1.8e9)
     out: list[DeviceMessage] = []
     for r in range(rounds):
         out.extend(sim.readings(devices, now=1.8e9 + 10 * r))

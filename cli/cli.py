@@ -333,12 +333,12 @@ def simulate(  # noqa: PLR0917 - click passes options positionally
     as_json: bool,
 ) -> None:
     """Run simulated devices against a broker (or CoAP endpoint); Ctrl-C or SIGTERM stops them."""
-    from twinfleet.adapters.devices import DeviceFleetOptions
+    from twinfleet.adapters.devices import SimulatedDevicesOptions
 
     from .simulate import run_simulate
 
     try:
-        options = DeviceFleetOptions(
+        options = SimulatedDevicesOptions(
             devices=devices,
             protocol="coap" if coap else "mqtt",
             mqtt=mqtt,

@@ -14,7 +14,7 @@ import uvicorn
 
 from twinfleet.adapters.broker import EmbeddedBroker
 from twinfleet.adapters.coap import CoapEndpoint
-from twinfleet.adapters.devices import DeviceFleet, DeviceFleetOptions
+from twinfleet.adapters.devices import SimulatedDevices, SimulatedDevicesOptions
 from twinfleet.adapters.mqtt import MqttGateway, MqttSettings
 from twinfleet.api.app import create_app
 from twinfleet.api.auth import TokenStore
@@ -50,7 +50,7 @@ class Edges(threading.Thread):
         self.coap_url = ""
         self.gateway: MqttGateway | None = None
         self.coap: CoapEndpoint | None = None
-        self.devices: list[DeviceFleet] = []
+        self.devices: list[SimulatedDevices] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping: asyncio.Event | None = None
 
@@ -89,7 +89,7 @@ class Edges(threading.Thread):
             self.coap_url = f"coap://{options.host}:{self.coap.port}"
             await self._serve_api(stack)
             for fleet_options in self._device_fleets():
-                devices = DeviceFleet(fleet_options)
+                devices = SimulatedDevices(fleet_options)
                 await _register(fleet, devices)
                 self.devices.append(await stack.enter_async_context(devices))
             self.ready.set()
@@ -125,7 +125,7 @@ class Edges(threading.Thread):
         port = server.servers[0].sockets[0].getsockname()[1] if server.servers else options.port
         self.api_url = f"http://{options.host}:{port}"
 
-    def _device_fleets(self) -> list[DeviceFleetOptions]:
+    def _device_fleets(self) -> list[SimulatedDevicesOptions]:
         options = self._options
         if not options.simulate:
             return []
@@ -135,13 +135,13 @@ class Edges(threading.Thread):
         fleets = []
         if mqtt:
             fleets.append(
-                DeviceFleetOptions(
+                SimulatedDevicesOptions(
                     devices=mqtt, protocol="mqtt", mqtt=self.mqtt_url, prefix="sim", **common
                 )
             )
         if coap:
             fleets.append(
-                DeviceFleetOptions(
+                SimulatedDevicesOptions(
                     devices=coap, protocol="coap", coap=self.coap_url, prefix="sim-coap", **common
                 )
             )
@@ -181,7 +181,7 @@ async def _embedded_broker(options: EdgeOptions) -> EmbeddedBroker:
     return broker
 
 
-async def _register(fleet: RayPlatform, devices: DeviceFleet) -> None:
+async def _register(fleet: RayPlatform, devices: SimulatedDevices) -> None:
     """Register simulated devices with their families, so their twins know what they are."""
     gate = asyncio.Semaphore(32)
 

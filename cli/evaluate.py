@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from twinfleet.adapters.simulator import FleetSimulator
+from twinfleet.adapters.simulator import SignalSimulator
 from twinfleet.models import ModelRegistry, default_registry, is_trainable
 from twinfleet.models.evaluation import (
     KINDS,
@@ -130,7 +130,7 @@ class EvaluationOptions:
 
 
 def _observations(options: EvaluationOptions) -> tuple[list[Observation], list[Label]]:
-    sim = FleetSimulator(
+    sim = SignalSimulator(
         options.devices, seed=options.seed, anomaly_rate=options.anomaly_rate, start=START
     )
     observations = []

@@ -11,7 +11,11 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from twinfleet.adapters.devices import DeviceFleet, DeviceFleetOptions, FleetStats
+from twinfleet.adapters.devices import (
+    SimulatedDevices,
+    SimulatedDevicesOptions,
+    SimulatedDevicesStats,
+)
 
 __all__ = ["run_simulate"]
 
@@ -28,16 +32,19 @@ COLUMNS = (
 
 
 def run_simulate(
-    options: DeviceFleetOptions, *, duration_s: float | None = None, console: Console | None = None
+    options: SimulatedDevicesOptions,
+    *,
+    duration_s: float | None = None,
+    console: Console | None = None,
 ) -> dict[str, Any]:
     """Run the fleet until Ctrl-C, SIGTERM or ``duration_s``; returns the final summary."""
     return asyncio.run(_simulate(options, duration_s, console or Console()))
 
 
 async def _simulate(
-    options: DeviceFleetOptions, duration_s: float | None, console: Console
+    options: SimulatedDevicesOptions, duration_s: float | None, console: Console
 ) -> dict[str, Any]:
-    fleet = DeviceFleet(options)
+    fleet = SimulatedDevices(options)
     where = options.coap if options.protocol == "coap" else options.mqtt
     connections = f", {options.connection_count} connections" if options.protocol == "mqtt" else ""
     console.print(f"twinfleet: {options.devices} simulated devices -> {where}{connections}")
@@ -77,7 +84,7 @@ async def _simulate(
 
 
 def _summary(
-    stats: FleetStats, last_sent: int, window_s: float, elapsed_s: float
+    stats: SimulatedDevicesStats, last_sent: int, window_s: float, elapsed_s: float
 ) -> dict[str, Any]:
     summary: dict[str, Any] = stats.as_dict()
     summary["sent_per_s"] = round((stats.sent - last_sent) / window_s, 1) if window_s else 0.0

@@ -137,7 +137,7 @@ def spawn_hub(*, capacity: int = 100_000, name: str | None = None) -> Any:
     ).remote(capacity=capacity)
 
 
-class _RayTrainingFleet:
+class _RayTrainingHosts:
     """The fleet as a training job sees it: host actors, reached through Ray."""
 
     def __init__(self, hosts: Sequence[tuple[str, Any]]) -> None:
@@ -198,7 +198,7 @@ def _train(
 ) -> dict[str, Any]:
     store = open_store(store_url)
     try:
-        return run_training(job_id, request, _RayTrainingFleet(hosts), store)
+        return run_training(job_id, request, _RayTrainingHosts(hosts), store)
     finally:
         store.close()
 

@@ -37,7 +37,7 @@ from .stores import StateStore
 
 __all__ = [
     "MODEL_TRAINING",
-    "TrainingFleet",
+    "TrainingHosts",
     "TrainingNotFound",
     "TrainingRequest",
     "new_training",
@@ -101,7 +101,7 @@ class TrainingRequest:
         }
 
 
-class TrainingFleet(Protocol):
+class TrainingHosts(Protocol):
     """What a training job needs of the running fleet."""
 
     def history(self, request: TrainingRequest) -> History:
@@ -156,7 +156,7 @@ def new_training(
 def run_training(
     job_id: str,
     request: TrainingRequest,
-    fleet: TrainingFleet,
+    fleet: TrainingHosts,
     store: StateStore,
     registry: ModelRegistry | None = None,
 ) -> dict[str, Any]:

@@ -24,16 +24,16 @@ import numpy as np
 import pytest
 
 from twinfleet.adapters.devices import (
-    DeviceFleet,
-    DeviceFleetOptions,
     LabelWriter,
+    SimulatedDevices,
+    SimulatedDevicesOptions,
     answer_command,
     parse_desired,
     parse_mqtt_url,
     read_labels,
     reported_config,
 )
-from twinfleet.adapters.simulator import Anomaly, FleetSimulator
+from twinfleet.adapters.simulator import Anomaly, SignalSimulator
 
 BROKER = ("127.0.0.1", 1883)
 WAIT_S = 30.0
@@ -186,9 +186,9 @@ def test_answer_command() -> None:
 
 
 def test_options_are_validated() -> None:
-    assert DeviceFleetOptions(devices=500).connection_count == 100
-    assert DeviceFleetOptions(devices=7).connection_count == 7
-    assert DeviceFleetOptions(devices=7, connections=2).connection_count == 2
+    assert SimulatedDevicesOptions(devices=500).connection_count == 100
+    assert SimulatedDevicesOptions(devices=7).connection_count == 7
+    assert SimulatedDevicesOptions(devices=7, connections=2).connection_count == 2
     for bad in (
         {"devices": 0},
         {"devices": 5, "connections": 6},
@@ -198,13 +198,13 @@ def test_options_are_validated() -> None:
         {"devices": 5, "prefix": "a/b"},
     ):
         with pytest.raises(ValueError):  # noqa: PT011 - each message is checked by hand below
-            DeviceFleetOptions(**bad)
+            SimulatedDevicesOptions(**bad)
     assert parse_mqtt_url("mqtts://u:p%40ss@broker") == ("broker", 8883, "u", "p@ss", True)
 
 
 def test_simulator_generates_for_chosen_devices_and_reports_anomalies() -> None:
     seen: list[Anomaly] = []
-    sim = FleetSimulator(
+    sim = SignalSimulator(
         10, seed=3, prefix="x", anomaly_rate=1.0, start=100.0, on_anomaly=seen.append
     )
     ids = [device for device, _ in sim.devices]
@@ -219,7 +219,7 @@ def test_simulator_generates_for_chosen_devices_and_reports_anomalies() -> None:
 
 
 def test_counters_grow_with_each_devices_own_elapsed_time() -> None:
-    sim = FleetSimulator(5, seed=1, prefix="c", anomaly_rate=0.0, start=0.0)
+    sim = SignalSimulator(5, seed=1, prefix="c", anomaly_rate=0.0, start=0.0)
     meter = next(d for d, family in sim.devices if family == "smart-meter")
     a = sim.readings_for([meter], now=3600.0)[0].payload["energy"]
     b = sim.readings_for([meter], now=7200.0)[0].payload["energy"]
@@ -255,11 +255,11 @@ def test_label_writer_round_trips(tmp_path: Path) -> None:
 
 @pytest.mark.services
 async def test_devices_publish_telemetry_at_their_interval(broker: str, prefix: str) -> None:
-    options = DeviceFleetOptions(
+    options = SimulatedDevicesOptions(
         devices=6, mqtt=broker, prefix=prefix, interval_s=0.5, connections=2, tick_s=0.05
     )
     async with _watch(prefix) as (_, seen):
-        fleet = DeviceFleet(options)
+        fleet = SimulatedDevices(options)
         ids = fleet.device_ids
         async with fleet:
             await _until(lambda: all(len(seen.of("telemetry", d)) >= 6 for d in ids))
@@ -289,10 +289,10 @@ async def test_devices_publish_telemetry_at_their_interval(broker: str, prefix: 
 
 @pytest.mark.services
 async def test_retained_desired_changes_the_rate_and_is_reported(broker: str, prefix: str) -> None:
-    options = DeviceFleetOptions(
+    options = SimulatedDevicesOptions(
         devices=2, mqtt=broker, prefix=prefix, interval_s=3.0, connections=1, tick_s=0.05
     )
-    fleet = DeviceFleet(options)
+    fleet = SimulatedDevices(options)
     fast, slow = fleet.device_ids
     desired_topic = f"devices/{fast}/desired"
     async with _watch(prefix) as (client, seen):
@@ -333,10 +333,10 @@ async def test_retained_desired_changes_the_rate_and_is_reported(broker: str, pr
 
 @pytest.mark.services
 async def test_commands_get_answers(broker: str, prefix: str) -> None:
-    options = DeviceFleetOptions(
+    options = SimulatedDevicesOptions(
         devices=3, mqtt=broker, prefix=prefix, interval_s=2.0, connections=2
     )
-    fleet = DeviceFleet(options)
+    fleet = SimulatedDevices(options)
     device = fleet.device_ids[1]
     base = f"devices/{device}/commands"
 
@@ -382,10 +382,10 @@ async def test_commands_get_answers(broker: str, prefix: str) -> None:
 async def test_online_on_connect_and_offline_on_clean_stop(
     broker: str, prefix: str, connections: int
 ) -> None:
-    options = DeviceFleetOptions(
+    options = SimulatedDevicesOptions(
         devices=3, mqtt=broker, prefix=prefix, interval_s=5.0, connections=connections
     )
-    fleet = DeviceFleet(options)
+    fleet = SimulatedDevices(options)
     async with _watch(prefix) as (_, seen):
         async with fleet:
             await _until(lambda: all(seen.status(d) == ["online"] for d in fleet.device_ids))
@@ -397,7 +397,7 @@ async def test_online_on_connect_and_offline_on_clean_stop(
 @pytest.mark.services
 async def test_labels_file_gets_json_lines(broker: str, prefix: str, tmp_path: Path) -> None:
     labels = tmp_path / "labels.jsonl"
-    options = DeviceFleetOptions(
+    options = SimulatedDevicesOptions(
         devices=4,
         mqtt=broker,
         prefix=prefix,
@@ -406,7 +406,7 @@ async def test_labels_file_gets_json_lines(broker: str, prefix: str, tmp_path: P
         labels=labels,
         tick_s=0.05,
     )
-    fleet = DeviceFleet(options)
+    fleet = SimulatedDevices(options)
 
     def lines() -> list[str]:
         return labels.read_text().splitlines() if labels.exists() else []
@@ -425,10 +425,10 @@ async def test_labels_file_gets_json_lines(broker: str, prefix: str, tmp_path: P
 
 @pytest.mark.services
 async def test_two_thousand_devices_over_twenty_connections(broker: str, prefix: str) -> None:
-    options = DeviceFleetOptions(
+    options = SimulatedDevicesOptions(
         devices=2000, mqtt=broker, prefix=prefix, interval_s=1.0, connections=20, anomaly_rate=0.0
     )
-    fleet = DeviceFleet(options)
+    fleet = SimulatedDevices(options)
     async with _watch(prefix) as (_, seen):
         distinct: set[str] = set()
 
@@ -504,7 +504,7 @@ async def test_coap_devices_post_telemetry_and_poll_desired(prefix: str) -> None
     import aiocoap
 
     async with _coap_endpoint() as (url, endpoint):
-        options = DeviceFleetOptions(
+        options = SimulatedDevicesOptions(
             devices=3,
             protocol="coap",
             coap=url,
@@ -513,7 +513,7 @@ async def test_coap_devices_post_telemetry_and_poll_desired(prefix: str) -> None
             desired_poll_s=0.3,
             tick_s=0.05,
         )
-        fleet = DeviceFleet(options)
+        fleet = SimulatedDevices(options)
         device = fleet.device_ids[0]
         endpoint.desired[device] = {
             "version": 1,

@@ -68,7 +68,7 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
-class RecordingFleet:
+class RecordingPlatform:
     """A fleet that remembers which device messages went through it (for one gateway)."""
 
     def __init__(self, inner: InProcessPlatform) -> None:
@@ -509,7 +509,7 @@ async def test_two_gateways_share_the_traffic(
     shared_broker: str, prefix: str, fleet: InProcessPlatform, start_gateway: GatewayStarter
 ) -> None:
     settings = settings_for(shared_broker)
-    one, two = RecordingFleet(fleet), RecordingFleet(fleet)
+    one, two = RecordingPlatform(fleet), RecordingPlatform(fleet)
     await start_gateway(one, settings)
     await start_gateway(two, settings)
     devices = [f"{prefix}s{i}" for i in range(10)]
@@ -522,7 +522,7 @@ async def test_two_gateways_share_the_traffic(
                 body = {"seq": seq, "ts": start + seq / 1000}
                 await publish_json(client, f"devices/{dev}/telemetry", body)
 
-    def ours(recording: RecordingFleet) -> list[tuple[str, int]]:
+    def ours(recording: RecordingPlatform) -> list[tuple[str, int]]:
         return [(m.device_id, m.payload["seq"]) for m in recording.seen if m.device_id in devices]
 
     await eventually(lambda: len(ours(one)) + len(ours(two)) >= len(sent), what="all delivered")
