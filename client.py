@@ -2,8 +2,15 @@
 
 Both clients build their requests and decode the answers with the same :class:`_Call` objects,
 so they differ only in how a request is sent. The API's errors come back as :class:`ApiError`
-subclasses, and :meth:`TwinClient.events` iterates over the Server-Sent Events stream,
-reconnecting with ``Last-Event-ID`` when the connection drops::
+subclasses, one per HTTP outcome (the class says what the caller can do about it; ``code`` is
+the server's stable error code, ``status`` the HTTP status). They are distinct on purpose from
+the platform's own errors in ``twinfleet.errors`` (some share a name: ``Unauthorized``,
+``NotFound``): those are raised inside the platform, these describe an HTTP answer, and this
+module imports nothing of the platform. Calls that must take effect once (commands,
+registrations, tokens, trainings) carry an ``Idempotency-Key`` and are resent with it when the
+connection fails before the answer; reads are resent too; other writes never are.
+:meth:`TwinClient.events` iterates over the Server-Sent Events stream, reconnecting with
+``Last-Event-ID`` when the connection drops::
 
     with TwinClient("http://localhost:8000", token) as fleet:
         fleet.patch_desired("pump-7", {"interval": 5})
@@ -15,7 +22,9 @@ reconnecting with ``Last-Event-ID`` when the connection drops::
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -39,6 +48,7 @@ __all__ = [
     "PreconditionFailed",
     "PreconditionRequired",
     "RateLimited",
+    "ServerError",
     "ServiceUnavailable",
     "StreamEvent",
     "TwinClient",
@@ -52,6 +62,8 @@ _API = "/api/v1"
 _MERGE_PATCH = "application/merge-patch+json"
 _STREAM_READ_S = 60.0  # the server sends a keep-alive at least every ~20 s
 _RETRIES = 5
+_RESENDS = 2  # a read, or a write with an Idempotency-Key, whose connection failed
+_IDEMPOTENCY = "Idempotency-Key"
 _BACKOFF_S = 0.5
 _MAX_BACKOFF_S = 10.0
 
@@ -143,7 +155,13 @@ class RateLimited(ApiError):
     retry_after: float | None = None
 
 
-class ServiceUnavailable(ApiError):
+class ServerError(ApiError):
+    """The platform failed (500, code ``internal_error``): not the request's fault."""
+
+    code = "internal_error"
+
+
+class ServiceUnavailable(ServerError):
     """The platform cannot answer now, e.g. its store is down (503)."""
 
     code = "service_unavailable"
@@ -163,6 +181,7 @@ _ERRORS: Final[Mapping[int, type[ApiError]]] = MappingProxyType(
         422: InvalidRequest,
         428: PreconditionRequired,
         429: RateLimited,
+        500: ServerError,
         503: ServiceUnavailable,
     }
 )
@@ -170,7 +189,9 @@ _ERRORS: Final[Mapping[int, type[ApiError]]] = MappingProxyType(
 
 def _error(response: httpx.Response) -> ApiError:
     """The typed exception for an error answer, whether or not its body is the API's JSON."""
-    kind = _ERRORS.get(response.status_code, ApiError)
+    kind = _ERRORS.get(
+        response.status_code, ServerError if response.status_code >= 500 else ApiError
+    )
     try:
         body = orjson.loads(response.content)["error"]
         error = kind(
@@ -289,6 +310,18 @@ def _json(response: httpx.Response) -> Any:
     return orjson.loads(response.content)
 
 
+def _once() -> dict[str, str]:
+    """Headers of a request that must take effect once: a fresh ``Idempotency-Key``, so the
+    client may resend it when the connection fails before the answer (the API answers a
+    repeated key with the first answer)."""
+    return {"Idempotency-Key": uuid.uuid4().hex}
+
+
+def _resendable(call: _Call[Any], attempt: int) -> bool:
+    """Whether to send ``call`` again after a connection failure on try ``attempt``."""
+    return attempt < _RESENDS and (call.method in ("GET", "HEAD") or _IDEMPOTENCY in call.headers)
+
+
 def _items(response: httpx.Response) -> list[dict[str, Any]]:
     return list(orjson.loads(response.content)["items"])
 
@@ -375,6 +408,7 @@ class _Calls:
             _twin_path(twin_id, "commands"),
             lambda r: CommandResult.of(_json(r), answered=r.status_code == 200),
             json=body,
+            headers=_once(),
             # the server holds the request up to timeout_s for the device's answer
             timeout=max(http_timeout, timeout_s + http_timeout),
         )
@@ -420,7 +454,9 @@ class _Calls:
 
     @staticmethod
     def create_token(role: str, name: str) -> _Call[dict[str, Any]]:
-        return _Call("POST", f"{_API}/tokens", _json, json={"role": role, "name": name})
+        return _Call(
+            "POST", f"{_API}/tokens", _json, json={"role": role, "name": name}, headers=_once()
+        )
 
     @staticmethod
     def tokens() -> _Call[list[dict[str, Any]]]:
@@ -495,7 +531,7 @@ class _Calls:
 
     @staticmethod
     def train(body: Mapping[str, Any]) -> _Call[dict[str, Any]]:
-        return _Call("POST", f"{_API}/models/training", _json, json=dict(body))
+        return _Call("POST", f"{_API}/models/training", _json, json=dict(body), headers=_once())
 
     @staticmethod
     def training(job_id: str) -> _Call[dict[str, Any]]:
@@ -510,7 +546,7 @@ class _Calls:
         device_id: str, device_type: str | None, tags: Mapping[str, Any] | None
     ) -> _Call[dict[str, Any]]:
         body = {"id": device_id, "type": device_type, "tags": dict(tags or {})}
-        return _Call("POST", f"{_API}/devices", _json, json=body)
+        return _Call("POST", f"{_API}/devices", _json, json=body, headers=_once())
 
     @staticmethod
     def devices(limit: int, cursor: str | None) -> _Call[dict[str, Any]]:
@@ -664,7 +700,14 @@ class TwinClient:
         self._http.close()
 
     def _send(self, call: _Call[_T]) -> _T:
-        return call.finish(self._http.send(call.build(self._http)))
+        for attempt in itertools.count():
+            try:
+                return call.finish(self._http.send(call.build(self._http)))
+            except httpx.TransportError:
+                if not _resendable(call, attempt):
+                    raise
+                time.sleep(_BACKOFF_S * 2**attempt)
+        raise AssertionError("unreachable")
 
     def health(self) -> dict[str, Any]:
         """Liveness of the API."""
@@ -977,7 +1020,14 @@ class AsyncTwinClient:
         await self._http.aclose()
 
     async def _send(self, call: _Call[_T]) -> _T:
-        return call.finish(await self._http.send(call.build(self._http)))
+        for attempt in itertools.count():
+            try:
+                return call.finish(await self._http.send(call.build(self._http)))
+            except httpx.TransportError:
+                if not _resendable(call, attempt):
+                    raise
+                await asyncio.sleep(_BACKOFF_S * 2**attempt)
+        raise AssertionError("unreachable")
 
     async def health(self) -> dict[str, Any]:
         """Liveness of the API."""

@@ -95,7 +95,6 @@ __all__ = [
     "Negation",
     "NestingTooDeep",
     "PayloadTooLarge",
-    "RollingWindows",
     "Scalar",
     "StoreUnavailable",
     "Twin",

@@ -18,16 +18,33 @@ from typing import Any, Final, Literal
 
 from twinfleet.errors import InvalidRequest, UnknownAlarm
 
+from . import snapshot as snapshots
+
 __all__ = [
     "ALARM_STATES",
+    "MAX_ALARM_RULES",
+    "MAX_METRIC_NAME",
+    "MAX_RULE_NAME",
+    "MAX_STREAK",
+    "AlarmKind",
     "AlarmRule",
+    "AlarmSeverity",
     "AlarmTracker",
+    "ThresholdOp",
     "UnknownAlarm",
     "WithAlarms",
     "rules_from_documents",
 ]
 
+AlarmKind = Literal["anomaly", "threshold"]
+AlarmSeverity = Literal["info", "warning", "critical"]
+ThresholdOp = Literal["<", "<=", ">", ">="]
+
 ALARM_STATES: Final = ("active", "acknowledged", "cleared")
+MAX_ALARM_RULES: Final = 32  # rules of one family
+MAX_RULE_NAME: Final = 64  # characters
+MAX_METRIC_NAME: Final = 128  # characters
+MAX_STREAK: Final = 100_000  # readings ``raise_after`` and ``clear_after`` may count
 _OPS: Final[Mapping[str, Callable[[float, float], bool]]] = {
     "<": operator.lt,
     "<=": operator.le,
@@ -45,18 +62,26 @@ class AlarmRule:
     """When to raise and clear one alarm."""
 
     name: str
-    kind: Literal["anomaly", "threshold"] = "anomaly"
+    kind: AlarmKind = "anomaly"
     metric: str | None = None
-    op: str | None = None
+    op: ThresholdOp | None = None
     value: float | None = None
     raise_after: int = 3
     raise_after_s: float | None = None
     clear_after: int = 5
-    severity: Literal["info", "warning", "critical"] = "warning"
+    severity: AlarmSeverity = "warning"
 
     def __post_init__(self) -> None:
         if not self.name:
             raise InvalidRequest("an alarm rule needs a name", field="name")
+        if len(self.name) > MAX_RULE_NAME:
+            raise InvalidRequest(
+                f"alarm rule names have at most {MAX_RULE_NAME} characters", field="name"
+            )
+        if self.metric is not None and len(self.metric) > MAX_METRIC_NAME:
+            raise InvalidRequest(
+                f"metric names have at most {MAX_METRIC_NAME} characters", field="metric"
+            )
         if self.kind == "threshold":
             if self.metric is None or self.op not in _OPS or self.value is None:
                 raise InvalidRequest(
@@ -65,8 +90,8 @@ class AlarmRule:
                 )
         elif self.kind != "anomaly":
             raise InvalidRequest(f"alarm rule kind {self.kind!r} is not anomaly or threshold")
-        if self.raise_after < 1 or self.clear_after < 1:
-            raise InvalidRequest("raise_after and clear_after count readings, 1 or more")
+        if not (1 <= self.raise_after <= MAX_STREAK and 1 <= self.clear_after <= MAX_STREAK):
+            raise InvalidRequest(f"raise_after and clear_after count readings, 1 to {MAX_STREAK}")
         if self.raise_after_s is not None and not (
             math.isfinite(self.raise_after_s) and self.raise_after_s > 0
         ):
@@ -235,6 +260,13 @@ class AlarmTracker:
         """Open alarms, then recently cleared ones (oldest first)."""
         return [*self.open.values(), *self.cleared]
 
+    @staticmethod
+    def saved_alarms(state: Mapping[str, Any] | None) -> list[Mapping[str, Any]]:
+        """What :meth:`alarms` lists, read from a :meth:`state` without rebuilding a tracker."""
+        if not state:
+            return []
+        return [*state.get("open", {}).values(), *state.get("cleared", [])]
+
     def state(self) -> dict[str, Any]:
         """JSON-ready, for the twin's snapshot."""
         return {"streaks": self.streaks, "open": self.open, "cleared": self.cleared}
@@ -262,8 +294,7 @@ class WithAlarms:
 
     def matches_snapshot(self, snap: Mapping[str, Any]) -> bool:
         """Whether the saved twin has such an alarm."""
-        saved = snap.get("alarms") or {}
-        alarms = [*saved.get("open", {}).values(), *saved.get("cleared", [])]
+        alarms = AlarmTracker.saved_alarms(snapshots.alarm_state(snap))
         return any(a["state"] in self.states for a in alarms)
 
 
@@ -271,8 +302,8 @@ def rules_from_documents(docs: Any) -> tuple[AlarmRule, ...]:
     """A family's rules from JSON (a list of objects): each checked, names unique, at most 32."""
     if not isinstance(docs, Sequence) or isinstance(docs, str):
         raise InvalidRequest("alarm rules are a JSON array of rules", field="rules")
-    if len(docs) > 32:
-        raise InvalidRequest("a family has at most 32 alarm rules", field="rules")
+    if len(docs) > MAX_ALARM_RULES:
+        raise InvalidRequest(f"a family has at most {MAX_ALARM_RULES} alarm rules", field="rules")
     rules = tuple(AlarmRule.from_document(doc) for doc in docs)
     names = [rule.name for rule in rules]
     if len(set(names)) != len(names):

@@ -20,7 +20,10 @@ from .merge import validate_values
 
 __all__ = [
     "FINAL_STATUSES",
+    "MAX_COMMAND_NAME",
     "MAX_FINISHED_COMMANDS",
+    "TIMEOUT_S_RANGE",
+    "TTL_S_RANGE",
     "CommandRequest",
     "CommandStatus",
     "answer",
@@ -30,7 +33,10 @@ __all__ = [
 CommandStatus = Literal["queued", "sent", "succeeded", "failed", "timed_out", "expired"]
 FINAL_STATUSES: Final = frozenset(("succeeded", "failed", "timed_out", "expired"))
 MAX_FINISHED_COMMANDS: Final = 20  # finished records a twin keeps for later look-ups
-_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
+MAX_COMMAND_NAME: Final = 64  # characters
+TIMEOUT_S_RANGE: Final = (0.0, 300.0)  # seconds a sender may wait for the device's answer
+TTL_S_RANGE: Final = (1.0, 30 * 86_400.0)  # seconds a command may wait for its device
+_NAME = re.compile(rf"[A-Za-z0-9._-]{{1,{MAX_COMMAND_NAME}}}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +51,7 @@ class CommandRequest:
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or _NAME.fullmatch(self.name) is None:
             raise InvalidRequest(
-                f"command name {self.name!r} must match [A-Za-z0-9._-]{{1,64}}", field="name"
+                f"command name {self.name!r} must match {_NAME.pattern}", field="name"
             )
         if not isinstance(self.params, Mapping):
             raise InvalidRequest("command params must be a JSON object", field="params")
@@ -53,7 +59,7 @@ class CommandRequest:
         validate_values(params, field="params")
         check_depth(params, base=1, field="params")
         object.__setattr__(self, "params", MappingProxyType(params))
-        for name, low, high in (("timeout_s", 0.0, 300.0), ("ttl_s", 1.0, 30 * 86_400.0)):
+        for name, (low, high) in (("timeout_s", TIMEOUT_S_RANGE), ("ttl_s", TTL_S_RANGE)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise InvalidRequest(f"{name} must be a number of seconds", field=name)

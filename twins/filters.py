@@ -70,6 +70,7 @@ from typing import Any, NamedTuple, TypeAlias
 
 from twinfleet.errors import InvalidFilter
 
+from . import snapshot as snapshots
 from .merge import delta, same
 from .twin import Twin
 
@@ -214,47 +215,33 @@ def _document_value(doc: Mapping[str, Any], path: FieldPath) -> Any:
     return _walk(doc.get(path.section, _MISSING), path.keys)
 
 
-def _snapshot_anomaly(snap: Mapping[str, Any]) -> Any:
-    return snap.get("anomaly") or (0.0, False, None)
-
-
-def _snapshot_model(snap: Mapping[str, Any]) -> Any:
-    saved = snap.get("model")
-    return saved.get("name") if isinstance(saved, dict) else None
-
-
-_SNAPSHOT_FIELDS: dict[str, Callable[[Mapping[str, Any]], Any]] = {
-    "connectivity.online": lambda snap: bool(snap.get("online", False)),
-    "connectivity.last_seen": lambda snap: snap.get("last_seen"),
-    "connectivity.protocol": lambda snap: snap.get("protocol"),
-    # Rare enough in filters that sharing Twin.firmware's rules beats copying them here.
-    "firmware.current": lambda snap: Twin.from_snapshot(snap).firmware()["current"],
-    "firmware.target": lambda snap: Twin.from_snapshot(snap).firmware()["target"],
-    "firmware.status": lambda snap: Twin.from_snapshot(snap).firmware()["status"],
-    "anomaly.model": _snapshot_model,
-    "anomaly.score": lambda snap: _snapshot_anomaly(snap)[0],
-    "anomaly.anomalous": lambda snap: _snapshot_anomaly(snap)[1],
-    "anomaly.since": lambda snap: _snapshot_anomaly(snap)[2],
-    "metadata.created": lambda snap: snap.get("created", 0.0),
-    "metadata.updated": lambda snap: snap.get("updated", snap.get("created", 0.0)),
+_SNAPSHOT_OBJECTS: dict[str, Callable[[snapshots.Snapshot], dict[str, Any]]] = {
+    "reported": snapshots.reported,
+    "tags": snapshots.tags,
+    "desired": snapshots.desired,
 }
 
 
-def _snapshot_value(snap: Mapping[str, Any], path: FieldPath) -> Any:
+def _snapshot_value(snap: snapshots.Snapshot, path: FieldPath) -> Any:
     """Read ``path`` from a twin snapshot, as ``Twin.snapshot()`` returns it.
 
-    Defaults follow ``Twin.from_snapshot``, so a snapshot reads as the twin it brings back.
+    Through the accessors of ``snapshot.py``, which ``Twin.from_snapshot`` uses too, so a
+    snapshot reads as the twin it brings back.
     """
     section = path.section
-    if section in {"reported", "tags", "desired"}:
-        return _walk(snap.get(section) or {}, path.keys)
+    objects = _SNAPSHOT_OBJECTS.get(section)
+    if objects is not None:
+        return _walk(objects(snap), path.keys)
     if section == "delta":
-        return _delta_value(snap.get("desired") or {}, snap.get("reported") or {}, path.keys)
+        return _delta_value(snapshots.desired(snap), snapshots.reported(snap), path.keys)
     if section == "type":
-        return snap.get("type") or "generic"
-    if section in {"id", "version"}:
-        return snap.get(section, _MISSING)
-    return _SNAPSHOT_FIELDS[f"{section}.{path.keys[0]}"](snap)
+        return snapshots.twin_type(snap)
+    # id and version are required, yet a filter never fails: a snapshot without reads missing.
+    if section == "id":
+        return snap.get(snapshots.ID, _MISSING)
+    if section == "version":
+        return snap.get(snapshots.VERSION, _MISSING)
+    return snapshots.FIXED_FIELDS[f"{section}.{path.keys[0]}"](snap)
 
 
 _TWIN_FIELDS: dict[str, Callable[[Twin], Any]] = {

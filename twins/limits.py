@@ -11,7 +11,9 @@ from typing import Any, Final
 from twinfleet.errors import InvalidDeviceId, InvalidTimestamp, NestingTooDeep
 
 __all__ = [
+    "DEVICE_ID_PATTERN",
     "MAX_DEPTH",
+    "MAX_DEVICE_ID_LENGTH",
     "MAX_DOCUMENT_BYTES",
     "MAX_PAYLOAD_BYTES",
     "check_depth",
@@ -23,7 +25,10 @@ MAX_DOCUMENT_BYTES: Final = 32 * 1024
 MAX_DEPTH: Final = 10
 MAX_PAYLOAD_BYTES: Final = 128 * 1024
 
-_DEVICE_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+MAX_DEVICE_ID_LENGTH: Final = 128
+DEVICE_ID_PATTERN: Final = rf"[A-Za-z0-9._:-]{{1,{MAX_DEVICE_ID_LENGTH}}}"  # the whole id
+
+_DEVICE_ID = re.compile(DEVICE_ID_PATTERN)
 _valid_ids: set[str] = set()  # ids already checked: a fleet repeats the same ids endlessly
 
 
@@ -34,9 +39,7 @@ def validate_device_id(device_id: object) -> str:
     if device_id in _valid_ids:
         return device_id
     if _DEVICE_ID.fullmatch(device_id) is None:
-        raise InvalidDeviceId(
-            f"device id {device_id!r} must match [A-Za-z0-9._:-]{{1,128}}", field="id"
-        )
+        raise InvalidDeviceId(f"device id {device_id!r} must match {DEVICE_ID_PATTERN}", field="id")
     if len(_valid_ids) < 250_000:
         _valid_ids.add(device_id)
     return device_id

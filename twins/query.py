@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Protocol
 
+from . import snapshot as snapshots
 from .merge import same
 from .twin import Twin
 
@@ -68,12 +69,11 @@ class TwinFilter:
 
     def matches_snapshot(self, snap: Mapping[str, Any]) -> bool:
         """Whether the twin saved as ``snap`` passes this filter."""
-        anomaly = snap.get("anomaly") or (0.0, False, None)
         return self._matches(
-            snap.get("type") or "generic",
-            snap.get("tags") or {},
-            bool(snap.get("online", False)),
-            bool(anomaly[1]),
+            snapshots.twin_type(snap),
+            snapshots.tags(snap),
+            snapshots.online(snap),
+            snapshots.anomaly(snap)[1],
         )
 
     def _matches(

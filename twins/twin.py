@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass
 from math import isfinite
 from typing import Any, Literal, Protocol
 
@@ -25,6 +26,7 @@ from twinfleet.errors import (
     VersionConflict,
 )
 
+from . import snapshot as snapshots
 from .alarms import AlarmRule, AlarmTracker
 from .commands import FINAL_STATUSES, MAX_FINISHED_COMMANDS, CommandRequest, answer, expire
 from .families import DeviceFamily, family_for
@@ -39,7 +41,7 @@ from .merge import (
     visible_stamps,
 )
 
-__all__ = ["LIFECYCLE_STATES", "MessageKind", "ModelSlot", "Twin"]
+__all__ = ["LIFECYCLE_STATES", "MessageKind", "ModelSlot", "Twin", "TwinCheckpoint"]
 
 LIFECYCLE_STATES = ("registered", "active", "suspended", "decommissioned")
 
@@ -458,6 +460,82 @@ class Twin:
         """Close commands whose time is up; returns those that changed."""
         return [r for r in (self.commands or {}).values() if expire(r, now=now)]
 
+    # -- what its host needs ------------------------------------------------------------------
+
+    def checkpoint(self) -> TwinCheckpoint:
+        """What an application write may change, as it is now (for :meth:`restore`)."""
+        # Writes replace these containers rather than mutate them (commands aside, which
+        # change in place): keeping the references is an exact copy, and a cheap one.
+        return TwinCheckpoint(
+            desired=self.desired,
+            desired_ts=self.desired_ts,
+            tags=self.tags,
+            type=self.type,
+            family=self.family,
+            model=self.model,
+            model_info=self.model_info,
+            verdict=(self.anomaly_score, self.anomalous, self.anomaly_since),
+            alarms=self.alarms,
+            commands=copy.deepcopy(self.commands),
+            lifecycle=self.lifecycle,
+            version=self.version,
+            updated=self.updated,
+        )
+
+    def restore(self, checkpoint: TwinCheckpoint, *, bumped: int) -> None:
+        """Undo an application write that could not be made durable.
+
+        ``bumped`` is how many versions the write added. Device messages may have arrived
+        meanwhile: what they changed stays, and so do the version and the verdict they
+        brought; a registered device they activated stays active.
+        """
+        self.desired = checkpoint.desired
+        self.desired_ts = checkpoint.desired_ts
+        self.tags = checkpoint.tags
+        self.type = checkpoint.type
+        self.family = checkpoint.family
+        self.model = checkpoint.model
+        self.model_info = checkpoint.model_info
+        self.alarms = checkpoint.alarms
+        self.commands = copy.deepcopy(checkpoint.commands)  # the checkpoint stays reusable
+        if not (checkpoint.lifecycle == "registered" and self.lifecycle == "active"):
+            self.lifecycle = checkpoint.lifecycle
+        if self.version == checkpoint.version + bumped:  # no device message meanwhile
+            self.version, self.updated = checkpoint.version, checkpoint.updated
+            self.anomaly_score, self.anomalous, self.anomaly_since = checkpoint.verdict
+
+    def drain_alarm_changes(self) -> list[dict[str, Any]]:
+        """The alarms raised or cleared since last asked (each handed out once)."""
+        changes, self.alarm_changes = self.alarm_changes, []
+        return changes
+
+    def set_type(self, device_type: str) -> bool:
+        """Retype the device (its family follows); whether that changed anything.
+
+        The caller gives it its new family's model (whose change raises the version).
+        """
+        if device_type == self.type:
+            return False
+        self.type = device_type
+        self.family = family_for(device_type)
+        return True
+
+    def mark_registered(self) -> bool:
+        """Make a twin nothing has happened to yet wait for its device's first message.
+
+        Not a new version: a twin is created so. False if it has a past (a version or a
+        reading), which it keeps.
+        """
+        if self.version != 0 or self.reported:
+            return False
+        self.lifecycle = "registered"
+        return True
+
+    def set_model_choice(self, info: Mapping[str, Any] | None) -> None:
+        """Record how its model is chosen (``{"name", "params", "source", ...}``; None: by
+        its family) without changing the model or the version (see :meth:`set_model`)."""
+        self.model_info = dict(info) if info is not None else None
+
     # -- views --------------------------------------------------------------------------------
 
     def delta(self) -> dict[str, Any]:
@@ -466,18 +544,7 @@ class Twin:
 
     def firmware(self) -> dict[str, Any]:
         """Firmware status derived from ``reported.firmware`` and ``desired.firmware``."""
-        have = self.reported.get("firmware")
-        want = self.desired.get("firmware")
-        current = have.get("version") if isinstance(have, dict) else None
-        target = want.get("version") if isinstance(want, dict) else None
-        reported_status = have.get("status") if isinstance(have, dict) else None
-        if target is None or target == current:
-            status = "up_to_date" if current is not None else "unknown"
-        elif reported_status in ("downloading", "installing", "failed"):
-            status = reported_status
-        else:
-            status = "pending"
-        return {"current": current, "target": target, "status": status}
+        return snapshots.firmware_status(self.reported, self.desired)
 
     def document(self) -> dict[str, Any]:
         """The twin document of the external contract (a fresh, JSON-ready dict)."""
@@ -517,29 +584,30 @@ class Twin:
 
     def snapshot(self) -> dict[str, Any]:
         """Everything needed to bring this twin back, model state included (JSON-ready)."""
+        # snapshot.py reads these keys back, with defaults for older snapshots that lack some.
         return {
-            "id": self.id,
-            "type": self.type,
-            "tags": self.tags,
-            "version": self.version,
-            "reported": self.reported,
-            "reported_ts": self.reported_ts,
-            "desired": self.desired,
-            "desired_ts": self.desired_ts,
-            "created": self.created,
-            "updated": self.updated,
-            "online": self.online,
-            "last_seen": self.last_seen,
-            "protocol": self.protocol,
-            "anomaly": [self.anomaly_score, self.anomalous, self.anomaly_since],
-            "model": None
+            snapshots.ID: self.id,
+            snapshots.TYPE: self.type,
+            snapshots.TAGS: self.tags,
+            snapshots.VERSION: self.version,
+            snapshots.REPORTED: self.reported,
+            snapshots.REPORTED_TS: self.reported_ts,
+            snapshots.DESIRED: self.desired,
+            snapshots.DESIRED_TS: self.desired_ts,
+            snapshots.CREATED: self.created,
+            snapshots.UPDATED: self.updated,
+            snapshots.ONLINE: self.online,
+            snapshots.LAST_SEEN: self.last_seen,
+            snapshots.PROTOCOL: self.protocol,
+            snapshots.ANOMALY: [self.anomaly_score, self.anomalous, self.anomaly_since],
+            snapshots.MODEL: None
             if self.model is None
-            else {"name": self.model.name, "state": self.model.state(), "info": self.model_info},
-            "commands": list(self.commands.values()) if self.commands else None,
-            "alarms": self.alarms.state()
+            else snapshots.model_record(self.model.name, self.model.state(), self.model_info),
+            snapshots.COMMANDS: list(self.commands.values()) if self.commands else None,
+            snapshots.ALARMS: self.alarms.state()
             if self.alarms.streaks or self.alarms.open or self.alarms.cleared
             else None,
-            "lifecycle": self.lifecycle,
+            snapshots.LIFECYCLE: self.lifecycle,
         }
 
     @classmethod
@@ -548,42 +616,63 @@ class Twin:
     ) -> Twin:
         """The twin :meth:`snapshot` described; ``restore_model`` rebuilds its model."""
         twin = cls.__new__(cls)
-        twin.id = snap["id"]
-        twin.type = snap.get("type") or "generic"
+        twin.id = snap[snapshots.ID]
+        twin.type = snapshots.twin_type(snap)
         twin.family = family_for(twin.type)
-        twin.tags = snap.get("tags") or {}
-        twin.version = int(snap["version"])
-        twin.reported = snap.get("reported") or {}
-        twin.reported_ts = snap.get("reported_ts") or {}
-        twin.desired = snap.get("desired") or {}
-        twin.desired_ts = snap.get("desired_ts") or {}
-        twin.created = snap.get("created", 0.0)
-        twin.updated = snap.get("updated", twin.created)
-        twin.online = bool(snap.get("online", False))
-        twin.last_seen = snap.get("last_seen")
-        twin.protocol = snap.get("protocol")
-        twin.anomaly_score, twin.anomalous, twin.anomaly_since = snap.get(
-            "anomaly", (0.0, False, None)
-        )
+        twin.tags = snapshots.tags(snap)
+        twin.version = int(snap[snapshots.VERSION])
+        twin.reported = snapshots.reported(snap)
+        twin.reported_ts = snapshots.reported_ts(snap)
+        twin.desired = snapshots.desired(snap)
+        twin.desired_ts = snapshots.desired_ts(snap)
+        twin.created = snapshots.created(snap)
+        twin.updated = snapshots.updated(snap)
+        twin.online = snapshots.online(snap)
+        twin.last_seen = snapshots.last_seen(snap)
+        twin.protocol = snapshots.protocol(snap)
+        twin.anomaly_score, twin.anomalous, twin.anomaly_since = snapshots.anomaly(snap)
         twin.scored = 0
-        twin.alarms = AlarmTracker.from_state(snap.get("alarms"))
+        twin.alarms = AlarmTracker.from_state(snapshots.alarm_state(snap))
         twin.alarm_changes = []
         twin.alarm_rules = None  # the host that activates it sets its family's current ones
-        saved = snap.get("model")
         twin._size_bound = MAX_DOCUMENT_BYTES + 1  # unknown: measured on the first message
-        twin.lifecycle = snap.get("lifecycle") or "active"
-        saved_commands = snap.get("commands")
+        twin.lifecycle = snapshots.lifecycle(snap)
+        saved_commands = snapshots.commands(snap)
         twin.commands = {r["id"]: r for r in saved_commands} if saved_commands else None
+        model_name = snapshots.model_name(snap)
         twin.model = (
-            restore_model(saved["name"], saved.get("state") or {})
-            if saved and restore_model is not None
+            restore_model(model_name, snapshots.model_state(snap))
+            if model_name is not None and restore_model is not None
             else None
         )
-        twin.model_info = saved.get("info") if saved and twin.model is not None else None
+        twin.model_info = snapshots.model_info(snap) if twin.model is not None else None
         return twin
 
     def __repr__(self) -> str:
         return f"Twin({self.id!r}, type={self.type!r}, version={self.version})"
+
+
+@dataclass(frozen=True, slots=True)
+class TwinCheckpoint:
+    """What an application write may change on a twin, as it was before (:meth:`Twin.checkpoint`).
+
+    It shares the twin's containers (writes replace them rather than change them in place);
+    ``commands``, which do change in place, is a copy.
+    """
+
+    desired: dict[str, Any]
+    desired_ts: dict[str, Any]
+    tags: dict[str, Any]
+    type: str
+    family: DeviceFamily
+    model: ModelSlot | None
+    model_info: dict[str, Any] | None
+    verdict: tuple[float, bool, float | None]  # anomaly score, flag and since
+    alarms: AlarmTracker
+    commands: dict[str, dict[str, Any]] | None
+    lifecycle: str
+    version: int
+    updated: float
 
 
 _MAX_NUMBER_BYTES = 24  # the longest JSON number orjson writes for a float or 64-bit int
