@@ -9,6 +9,7 @@ from typing import Any
 
 import ray
 
+from .calls import HOST_METHODS
 from .events import Event, EventHub
 from .host import ALARM_RULES, MODEL_ASSIGNMENT, HostSettings, TwinHost
 from .placement import Placement
@@ -17,27 +18,7 @@ from .telemetry import open_telemetry
 from .training import History, TrainingRequest, run_training
 from .wire import Endpoint, HostServer
 
-__all__ = ["DIRECT_METHODS", "spawn_host", "spawn_hub", "spawn_training"]
-
-# The host methods callers may reach over a direct connection (``runtime/wire.py``): the
-# per-twin application calls. Ingest batches, queries and administration stay Ray calls.
-DIRECT_METHODS = frozenset(
-    (
-        "get",
-        "desired",
-        "patch_desired",
-        "patch_tags",
-        "send_command",
-        "get_command",
-        "claim_commands",
-        "command_response",
-        "device_offline",
-        "register",
-        "set_lifecycle",
-        "set_model",
-        "ack_alarm",
-    )
-)
+__all__ = ["spawn_host", "spawn_hub", "spawn_training"]
 
 
 class _HubSink:
@@ -80,7 +61,7 @@ class _RemoteTwinHost(TwinHost):
         """Where this host answers direct calls (listening from the first time asked)."""
         async with self._server_lock:
             if self._server is None or self._server.endpoint is None:
-                server = HostServer(self, DIRECT_METHODS)
+                server = HostServer(self, HOST_METHODS)  # the list both transports take
                 await server.start(ray.util.get_node_ip_address())  # type: ignore[no-untyped-call]
                 self._server = server
             assert self._server.endpoint is not None

@@ -102,6 +102,11 @@ async def await_ref(ref: Any) -> Any:
         raise ConnectionLost(f"the host is gone: {err}") from err
 
 
+def _check_method(method: str) -> None:
+    if method not in HOST_METHODS:
+        raise InternalError(f"{method!r} is not a host call")
+
+
 class HostTransport(Protocol):
     """Carries one call to one host and returns its answer (or raises its error)."""
 
@@ -122,7 +127,8 @@ class RayTransport:
     async def call(
         self, host: Any, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
-        """One actor call, awaited."""
+        """One actor call, awaited (only the methods the wire would take, too)."""
+        _check_method(method)
         return await await_ref(getattr(host, method).remote(*args, **kwargs))
 
     async def close(self) -> None:
@@ -146,6 +152,7 @@ class WireTransport:
         self, host: Any, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
         """One call over the host's connection in the running loop."""
+        _check_method(method)  # the host checks it too, against the same list
         resend = method not in NON_IDEMPOTENT or kwargs.get("call_id") is not None
         return await self._channel(host).call(method, args, kwargs, resend=resend)
 
@@ -225,8 +232,6 @@ class HostCalls:
         self.transport: HostTransport = transport or WireTransport()
 
     async def _call(self, twin_id: str, method: str, *args: Any, **kwargs: Any) -> Any:
-        if method not in HOST_METHODS:
-            raise InternalError(f"{method!r} is not a host call")
         if method in NON_IDEMPOTENT and kwargs.get("call_id") is None:
             kwargs["call_id"] = uuid.uuid4().hex
         host = self.directory.owner_of(twin_id)
