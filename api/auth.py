@@ -16,9 +16,8 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Final, Literal
 
-from twinfleet.errors import Forbidden, Unauthorized
+from twinfleet.errors import Forbidden, InvalidRequest, Unauthorized
 from twinfleet.runtime.stores import StateStore
-from twinfleet.twins import TwinfleetError
 
 __all__ = [
     "PERMISSIONS",
@@ -83,7 +82,7 @@ class TokenStore:
     def create(self, role: str, *, name: str = "") -> tuple[dict[str, Any], str]:
         """A new token: its record (without secret) and the token to hand out once."""
         if role not in ROLES:
-            raise TwinfleetError(f"role {role!r} is not one of {', '.join(ROLES)}", field="role")
+            raise InvalidRequest(f"role {role!r} is not one of {', '.join(ROLES)}", field="role")
         token_id = secrets.token_hex(6)
         token = f"tf_{token_id}_{secrets.token_urlsafe(32)}"
         record = {

@@ -11,7 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from twinfleet.twins import TwinfleetError
+from twinfleet.errors import TwinfleetError
 
 __all__ = ["HTTP_STATUS", "error_body", "http_status", "install_error_handlers"]
 

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
-from twinfleet.client import TwinClient
 from twinfleet.cli.cli import cli
+from twinfleet.client import TwinClient
 from twinfleet.runtime import DeviceMessage
 
 from .conftest import T0, free_port

@@ -7,9 +7,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from twinfleet.errors import InvalidRequest, TwinNotFound, UnknownCommand
 from twinfleet.runtime import DeviceMessage, EventHub, HostSettings, TwinHost
 from twinfleet.runtime.stores import MemoryStore
-from twinfleet.twins import InvalidPatch, TwinNotFound, UnknownCommand
 
 T0 = 1_800_000_000.0
 QUIET = HostSettings(flush_interval_s=3600.0, sweep_interval_s=3600.0, event_interval_s=3600.0)
@@ -159,9 +159,9 @@ async def test_command_errors(host: TwinHost) -> None:
     with pytest.raises(TwinNotFound):
         await host.send_command("ghost", {"name": "ping", "timeout_s": 0})
     await host.apply([reading("c-5", T0, temperature=1.0)])
-    with pytest.raises(InvalidPatch, match="name"):
+    with pytest.raises(InvalidRequest, match="name"):
         await host.send_command("c-5", {"name": "no spaces", "timeout_s": 0})
-    with pytest.raises(InvalidPatch, match="ttl_s"):
+    with pytest.raises(InvalidRequest, match="ttl_s"):
         await host.send_command("c-5", {"name": "x", "timeout_s": 0, "ttl_s": 0})
     with pytest.raises(UnknownCommand):
         await host.command_response("c-5", "nope", {"status": "ok"})

@@ -11,9 +11,10 @@ from typing import Any
 
 import pytest
 
+from twinfleet.errors import InvalidRequest
 from twinfleet.models import default_registry
-from twinfleet.runtime import host as host_module
 from twinfleet.runtime.host import HostSettings, TwinHost
+from twinfleet.runtime.host import history as history_module
 from twinfleet.runtime.messages import ApplyResult, DeviceMessage
 from twinfleet.runtime.placement import Placement
 from twinfleet.runtime.stores import MemoryStore, StateStore
@@ -581,6 +582,34 @@ async def test_failed_register_leaves_the_version_as_before(
     assert after["version"] == before["version"]
 
 
+async def test_a_failed_lifecycle_move_is_undone(host: TwinHost, store: RecordingStore) -> None:
+    await host.register({"id": "l-1", "type": "smart-sensor"})
+    await host.apply([tele("l-1", temperature=20.0)])
+    before = await host.get("l-1")
+    store.fail_commits.append(ConnectionError("down"))
+    with pytest.raises(StoreUnavailable):
+        await host.set_lifecycle("l-1", "suspended", registry={"id": "l-1"})
+    assert await host.get("l-1") == before
+    assert store.get_registry("l-1") == {"id": "l-1", "type": "smart-sensor"}
+    result = await host.apply([tele("l-1", T0 + 1, temperature=21.0)])
+    assert result == ApplyResult(1, 0, ())  # still active: not refused
+
+
+async def test_a_failed_model_change_leaves_the_verdict_as_before(
+    host: TwinHost, store: RecordingStore, clock: FakeClock
+) -> None:
+    for i in range(30):
+        clock.advance(1)
+        await host.apply([tele("m-1", clock.now, temperature=reading(i))])
+    await host.apply([tele("m-1", clock.now + 1, temperature=80.0)])
+    before = await host.get("m-1")
+    assert before["anomaly"]["anomalous"] is True
+    store.fail_commits.append(ConnectionError("down"))
+    with pytest.raises(StoreUnavailable):
+        await host.set_model("m-1", "mad")
+    assert await host.get("m-1") == before
+
+
 # -- write-behind ---------------------------------------------------------------------------------
 
 
@@ -1048,8 +1077,10 @@ async def test_bad_model_assignments_are_refused(host: TwinHost) -> None:
         UnknownModel, match=r"known: combined, ewma, (level, )?mad, mahalanobis, sklearn, stuck"
     ):
         await host.set_model("m-1", "nope")
-    with pytest.raises(InvalidPatch, match="unknown mad parameters: nope"):
+    # Bad input that is not a patch (errors.py): InvalidRequest itself, not InvalidPatch.
+    with pytest.raises(InvalidRequest, match="unknown mad parameters: nope") as caught:
         await host.set_model("m-1", "mad", {"nope": 1})
+    assert not isinstance(caught.value, InvalidPatch)
     assert (await host.get("m-1"))["anomaly"]["model"] == "ewma"
 
 
@@ -1058,8 +1089,9 @@ async def test_model_parameters_of_the_wrong_type_are_refused_as_bad_input(
 ) -> None:
     await host.apply([tele("m-1", device_type="smart-meter", power=1.0)])
     for model, params in (("ewma", {"alpha": "x"}), ("combined", {"ewma": 5})):
-        with pytest.raises(InvalidPatch, match=f"parameters of model '{model}'"):
+        with pytest.raises(InvalidRequest, match=f"parameters of model '{model}'") as caught:
             await host.set_model("m-1", model, params)
+        assert not isinstance(caught.value, InvalidPatch)
 
 
 class _SlowSink(MemoryTelemetrySink):
@@ -1078,8 +1110,8 @@ class _SlowSink(MemoryTelemetrySink):
 def test_history_waiting_for_a_slow_sink_is_bounded_and_drops_counted(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(host_module, "_MAX_PENDING_POINTS", 100)
-    monkeypatch.setattr(host_module, "_WRITE_CHUNK", 30)
+    monkeypatch.setattr(history_module, "_MAX_PENDING_POINTS", 100)
+    monkeypatch.setattr(history_module, "_WRITE_CHUNK", 30)
     sink = _SlowSink()
 
     async def scenario() -> dict[str, Any]:
@@ -1087,7 +1119,7 @@ def test_history_waiting_for_a_slow_sink_is_bounded_and_drops_counted(
         # 80 readings of two metrics, and a score each: 240 points, never written meanwhile.
         for k in range(80):
             await host.apply([DeviceMessage("slow-1", "telemetry", {"a": k, "b": -k}, T0 + k)])
-            assert len(host._points) <= 100 + 3
+            assert len(host._history.points) <= 100 + 3
         await host.flush()  # the sink refuses: kept, still bounded
         stats = await host.stats()
         sink.down = False

@@ -13,7 +13,7 @@ import pytest
 from waiting import eventually
 
 from twinfleet import Runtime
-from twinfleet.errors import InvalidPatch, UnknownModel
+from twinfleet.errors import InvalidRequest, UnknownModel
 from twinfleet.runtime import DeviceMessage, RuntimeSettings
 from twinfleet.runtime.training import TrainingNotFound
 
@@ -194,17 +194,17 @@ def test_trained_models_and_alarm_rules_survive_a_restart(tmp_path: Path) -> Non
 def test_bad_trainings_are_refused_or_fail_with_a_reason(runtime: Runtime) -> None:
     with pytest.raises(UnknownModel):
         runtime.train(family=FAMILY, model="no-such-model")
-    with pytest.raises(InvalidPatch, match="cannot be trained"):
+    with pytest.raises(InvalidRequest, match="cannot be trained"):
         runtime.train(family=FAMILY, model="level")  # the example plugin learns nothing
-    with pytest.raises(InvalidPatch, match="parameters of model 'sklearn'"):
+    with pytest.raises(InvalidRequest, match="parameters of model 'sklearn'"):
         runtime.train(family=FAMILY, model="sklearn", params={"estimator": "nope"})
-    with pytest.raises(InvalidPatch, match="no device family"):
+    with pytest.raises(InvalidRequest, match="no device family"):
         runtime.train(family="toasters", model="ewma")
-    with pytest.raises(InvalidPatch, match="no device family 'toasters'"):
+    with pytest.raises(InvalidRequest, match="no device family 'toasters'"):
         runtime.train(family="toasters")  # its default model is looked up after the check
-    with pytest.raises(InvalidPatch, match="name a model"):
+    with pytest.raises(InvalidRequest, match="name a model"):
         runtime.train(twins=["x"], scope="twin")
-    with pytest.raises(InvalidPatch, match="names a family and no twins"):
+    with pytest.raises(InvalidRequest, match="names a family and no twins"):
         runtime.train(twins=["x"], model="ewma")
     with pytest.raises(TrainingNotFound):
         runtime.training("nope")
