@@ -12,14 +12,16 @@ that costs more than the check itself.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Annotated, Any
+import re
+from collections.abc import Callable, Coroutine, Mapping
+from dataclasses import dataclass, field
+from typing import Annotated, Any, TypeVar
 
 import orjson
 from fastapi import Depends, FastAPI, Header, Request, Response
 
 from twinfleet.errors import InvalidPatch, InvalidRequest, Unauthorized, UnsupportedMediaType
+from twinfleet.runtime.host.ledger import CallLedger
 from twinfleet.runtime.telemetry import TelemetrySink
 from twinfleet.twins import parse_timestamp
 
@@ -31,19 +33,23 @@ __all__ = [
     "API_PREFIX",
     "MERGE_PATCH",
     "ApiContext",
+    "CallKey",
     "Context",
     "allowed",
     "context",
     "document",
     "expected_version",
+    "idempotency_key",
     "install_context",
     "merge_patch",
+    "once",
     "principal",
     "time_param",
 ]
 
 # Every resource router declares it itself rather than being included under it: FastAPI names
 # the route a request matched (``scope["route"]``, the metrics' label) as it was declared.
+_T = TypeVar("_T")
 API_PREFIX = "/api/v1"
 MERGE_PATCH = "application/merge-patch+json"
 
@@ -57,6 +63,8 @@ class ApiContext:
     telemetry: TelemetrySink | None = None
     limiter: RequestLimiter | None = None
     require_if_match: bool = False  # refuse desired-state patches without ``If-Match`` (428)
+    # Answers of calls sent with an ``Idempotency-Key``, for a repeat of the same key
+    ledger: CallLedger = field(default_factory=CallLedger)
 
 
 def install_context(app: FastAPI, ctx: ApiContext) -> None:
@@ -83,6 +91,40 @@ async def principal(
     token = authorization[7:].strip()
     known = ctx.tokens.cached(token)
     return known if known is not None else await asyncio.to_thread(ctx.tokens.verify, token)
+
+
+_KEY = re.compile(r"[\x21-\x7e]{1,255}")  # printable ASCII, as Stripe and the IETF draft
+
+
+async def idempotency_key(
+    who: Annotated[Principal, Depends(principal)],
+    idempotency_key: Annotated[
+        str | None,
+        Header(description="Send the same key again to repeat this call without its effect"),
+    ] = None,
+) -> str | None:
+    """The call id of a request that must take effect once: the client's ``Idempotency-Key``
+    scoped to its token (None without one: the platform makes a fresh id)."""
+    if idempotency_key is None:
+        return None
+    if _KEY.fullmatch(idempotency_key) is None:
+        raise InvalidRequest(
+            "Idempotency-Key is 1 to 255 printable ASCII characters", field="idempotency-key"
+        )
+    return f"{who.token_id}:{idempotency_key}"
+
+
+CallKey = Annotated[str | None, Depends(idempotency_key)]
+"""A route's parameter of this type receives the request's call id (see ``idempotency_key``)."""
+
+
+async def once(
+    ctx: ApiContext, route: str, key: str | None, answer: Callable[[], Coroutine[Any, Any, _T]]
+) -> _T:
+    """``await answer()``, or, for a key seen before in this API process (10 minutes), the
+    first answer again. The host remembers the call ids it is sent too (commands and
+    registrations are applied once even through another API process)."""
+    return await ctx.ledger.once(route, key, answer)
 
 
 def allowed(permission: str) -> Any:

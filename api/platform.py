@@ -1,9 +1,11 @@
 """``Platform``: the twins, devices, models and events as the API's routes reach them.
 
 Every call a route makes to the platform goes through this one object, so how the API reaches
-the hosts is decided here and nowhere else; the routes never see a ``Runtime``. Per-twin calls
-go through a :class:`~twinfleet.runtime.HostCalls`; fleet-wide ones and the registry still
-through the sync ``Runtime`` facade (in a worker thread, as it blocks); events from the hub.
+the hosts is decided here and nowhere else; the routes never see a ``Runtime``. Every call to
+the hosts, per twin or fleet-wide, goes through one :class:`~twinfleet.runtime.HostCalls`;
+reading the registry and the administration that writes the store first (model assignments,
+alarm rules, training) go through the sync ``Runtime`` (in a worker thread: it blocks);
+events come from the hub.
 """
 
 from __future__ import annotations
@@ -58,18 +60,20 @@ class Platform:
 
     async def query(self, selector: TwinSelector, *, after: str | None, limit: int) -> Page:
         """Twins that ``selector`` matches, in id order, a page at a time."""
-        return await asyncio.to_thread(self._runtime.query, selector, after=after, limit=limit)
+        return Page(*await self._calls.query(selector, after=after, limit=limit))
 
     async def aggregate(self, by: str, metric: str | None) -> list[dict[str, Any]]:
         """Fleet figures per family or tag value (see ``Runtime.aggregate``)."""
-        return await asyncio.to_thread(self._runtime.aggregate, by, metric)
+        return await self._calls.aggregate(by, metric)
 
     # -- commands and alarms ----------------------------------------------------------------
 
-    async def send_command(self, twin_id: str, command: Mapping[str, Any]) -> dict[str, Any]:
+    async def send_command(
+        self, twin_id: str, command: Mapping[str, Any], *, call_id: str | None = None
+    ) -> dict[str, Any]:
         """Queue a command (a ``CommandRequest``'s fields); its record, answered if the device
         answered within the command's ``timeout_s``."""
-        return await self._calls.send_command(twin_id, command)
+        return await self._calls.send_command(twin_id, command, call_id=call_id)
 
     async def get_command(self, twin_id: str, command_id: str) -> dict[str, Any]:
         """A command's record (``UnknownCommand`` if there is none)."""
@@ -100,16 +104,28 @@ class Platform:
         return await asyncio.to_thread(self._runtime.devices, after=after, limit=limit)
 
     async def register(
-        self, device_id: str, *, device_type: str | None, tags: Mapping[str, Any]
+        self,
+        device_id: str,
+        *,
+        device_type: str | None,
+        tags: Mapping[str, Any],
+        call_id: str | None = None,
     ) -> dict[str, Any]:
         """Register a device and create its twin; the twin document."""
-        return await asyncio.to_thread(
-            self._runtime.register, device_id, device_type=device_type, tags=tags
+        return await self._calls.register(
+            device_id,
+            device_type=device_type,
+            tags=tags,
+            placement=self._runtime.settings.default_placement,
+            call_id=call_id,
         )
 
-    async def set_lifecycle(self, device_id: str, state: str) -> dict[str, Any]:
+    async def set_lifecycle(
+        self, device_id: str, state: str, *, call_id: str | None = None
+    ) -> dict[str, Any]:
         """Move a device to lifecycle ``state``; the twin document."""
-        return await asyncio.to_thread(self._runtime.set_lifecycle, device_id, state)
+        entry = await self.device(device_id) or {"id": device_id, "placement": "virtual"}
+        return await self._calls.set_lifecycle(device_id, state, registry=entry, call_id=call_id)
 
     # -- models -----------------------------------------------------------------------------
 

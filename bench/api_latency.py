@@ -138,8 +138,11 @@ def main() -> None:
         store = open_store(url)
         tokens = TokenStore(store)
         _, token = tokens.create("admin")
-        direct = serve(create_app(runtime, tokens, rate_limit=None), args.port)
-        via_ray = serve(create_app(runtime, tokens, direct=False, rate_limit=None), args.port + 1)
+        direct = serve(create_app(runtime, tokens, rate_limit=None, freeze_heap=True), args.port)
+        via_ray = serve(
+            create_app(runtime, tokens, direct=False, rate_limit=None, freeze_heap=True),
+            args.port + 1,
+        )
         feeder = TelemetryFeeder.remote(runtime.roster(), args.twins, args.telemetry_rate)
         time.sleep(3)  # telemetry flowing, hosts' first sweep done
         results = {

@@ -103,11 +103,12 @@ class Edges(threading.Thread):
                 self._tokens,
                 telemetry=self._telemetry,
                 rate_limit=self._options.rate_limit,
+                freeze_heap=True,  # this process serves the platform: freeze after start-up
             ),
             host=options.host,
             port=options.port,
             log_level="warning",
-            lifespan="off",
+            lifespan="on",  # start-up freezes the heap; shutdown closes the host connections
         )
         server = uvicorn.Server(config)
         serving = asyncio.create_task(server.serve(), name="http-api")

@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from twinfleet.api.deps import API_PREFIX, Context, allowed
+from twinfleet.api.deps import API_PREFIX, CallKey, Context, allowed
 from twinfleet.api.schemas import CommandIn
 from twinfleet.twins import validate_device_id
 
@@ -18,10 +18,15 @@ router = APIRouter(prefix=API_PREFIX, tags=["commands"])
 
 
 @router.post("/twins/{twin_id}/commands", dependencies=[allowed("commands:send")])
-async def send_command(ctx: Context, twin_id: str, command: CommandIn) -> JSONResponse:
-    """200 with the device's answer if it came within ``timeout_s``, else 202."""
+async def send_command(
+    ctx: Context, twin_id: str, command: CommandIn, key: CallKey
+) -> JSONResponse:
+    """200 with the device's answer if it came within ``timeout_s``, else 202.
+
+    With ``Idempotency-Key``, a repeat of the request queues nothing more and gets the
+    first answer."""
     validate_device_id(twin_id)
-    record = await ctx.platform.send_command(twin_id, command.model_dump())
+    record = await ctx.platform.send_command(twin_id, command.model_dump(), call_id=key)
     final = record["status"] in ("succeeded", "failed")
     return JSONResponse(_public(record), 200 if final else 202)
 

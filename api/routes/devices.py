@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
 
-from twinfleet.api.deps import API_PREFIX, Context, allowed, document
+from twinfleet.api.deps import API_PREFIX, CallKey, Context, allowed, document, once
 from twinfleet.api.schemas import DeviceIn
 from twinfleet.errors import Conflict, NotFound
 from twinfleet.twins import validate_device_id
@@ -21,12 +21,18 @@ router = APIRouter(prefix=API_PREFIX, tags=["devices"])
 
 
 @router.post("/devices", status_code=201, dependencies=[allowed("devices:manage")])
-async def register_device(ctx: Context, body: DeviceIn) -> Response:
+async def register_device(ctx: Context, body: DeviceIn, key: CallKey) -> Response:
     """Register a device (id, family, tags); its twin is created in state ``registered``."""
     validate_device_id(body.id)
-    if await ctx.platform.device(body.id) is not None:
-        raise Conflict(f"device {body.id!r} is registered already", field="id")
-    response = document(await ctx.platform.register(body.id, device_type=body.type, tags=body.tags))
+
+    async def register() -> dict[str, Any]:
+        if await ctx.platform.device(body.id) is not None:
+            raise Conflict(f"device {body.id!r} is registered already", field="id")
+        return await ctx.platform.register(
+            body.id, device_type=body.type, tags=body.tags, call_id=key
+        )
+
+    response = document(await once(ctx, "register_device", key, register))
     response.status_code = 201
     return response
 
@@ -53,9 +59,9 @@ async def get_device(ctx: Context, device_id: str) -> dict[str, Any]:
 
 
 def _lifecycle_route(action: str, state: str) -> None:
-    async def move(ctx: Context, device_id: str) -> Response:
+    async def move(ctx: Context, device_id: str, key: CallKey) -> Response:
         validate_device_id(device_id)
-        return document(await ctx.platform.set_lifecycle(device_id, state))
+        return document(await ctx.platform.set_lifecycle(device_id, state, call_id=key))
 
     move.__doc__ = f"Move the device to ``{state}``."
     router.add_api_route(

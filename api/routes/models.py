@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
 
-from twinfleet.api.deps import API_PREFIX, Context, allowed, document
+from twinfleet.api.deps import API_PREFIX, CallKey, Context, allowed, document, once
 from twinfleet.api.schemas import ModelIn, TrainingIn
 from twinfleet.twins import validate_device_id
 
@@ -62,7 +62,7 @@ async def reset_twin_model(ctx: Context, twin_id: str) -> Response:
 
 
 @router.post("/models/training", status_code=202, dependencies=[allowed("models:manage")])
-async def start_training(ctx: Context, body: TrainingIn) -> dict[str, Any]:
+async def start_training(ctx: Context, body: TrainingIn, key: CallKey) -> dict[str, Any]:
     """Train a model on history beside the hosts; the running job (follow it by its id).
 
     ``scope=family``: one model fitted on the family's readings becomes the family's model;
@@ -70,16 +70,20 @@ async def start_training(ctx: Context, body: TrainingIn) -> dict[str, Any]:
     on its own readings. The model defaults to the family's current one.
     """
     since = body.since if body.since is not None else time.time() - body.hours * 3600
-    return await ctx.platform.train(
-        family=body.family,
-        twins=body.twins,
-        model=body.model,
-        params=body.params,
-        scope=body.scope,
-        since=since,
-        until=body.until,
-        max_twins=body.max_twins,
-    )
+
+    async def start() -> dict[str, Any]:
+        return await ctx.platform.train(
+            family=body.family,
+            twins=body.twins,
+            model=body.model,
+            params=body.params,
+            scope=body.scope,
+            since=since,
+            until=body.until,
+            max_twins=body.max_twins,
+        )
+
+    return await once(ctx, "start_training", key, start)  # a repeat starts no second job
 
 
 @router.get("/models/training", dependencies=[allowed("twins:read")])

@@ -7,7 +7,7 @@ from typing import Any
 
 from fastapi import APIRouter, Response
 
-from twinfleet.api.deps import API_PREFIX, Context, allowed
+from twinfleet.api.deps import API_PREFIX, CallKey, Context, allowed, once
 from twinfleet.api.schemas import TokenIn
 from twinfleet.errors import NotFound
 
@@ -17,10 +17,15 @@ router = APIRouter(prefix=API_PREFIX, tags=["tokens"], dependencies=[allowed("to
 
 
 @router.post("/tokens", status_code=201)
-async def create_token(ctx: Context, body: TokenIn) -> dict[str, Any]:
-    """A new bearer token; the token itself is shown this once."""
-    record, token = await asyncio.to_thread(ctx.tokens.create, body.role, name=body.name)
-    return {**record, "token": token}
+async def create_token(ctx: Context, body: TokenIn, key: CallKey) -> dict[str, Any]:
+    """A new bearer token; the token itself is shown this once (and to a repeat of the
+    same ``Idempotency-Key`` within 10 minutes, which creates no second token)."""
+
+    async def create() -> dict[str, Any]:
+        record, token = await asyncio.to_thread(ctx.tokens.create, body.role, name=body.name)
+        return {**record, "token": token}
+
+    return await once(ctx, "create_token", key, create)
 
 
 @router.get("/tokens")
