@@ -33,7 +33,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 import weakref
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, Protocol
 
 from ray.exceptions import RayActorError, RayTaskError
@@ -44,6 +44,7 @@ from twinfleet.twins.query import TwinSelector
 
 from .host import QueryPage
 from .placement import Placement
+from .router import Router
 from .wire import Endpoint, HostChannel
 
 __all__ = [
@@ -53,6 +54,7 @@ __all__ = [
     "HostDirectory",
     "HostTransport",
     "RayTransport",
+    "RouterDirectory",
     "WireTransport",
     "await_ref",
     "merge_pages",
@@ -211,6 +213,48 @@ class HostDirectory(Protocol):
         ...
 
 
+class RouterDirectory:
+    """A :class:`HostDirectory` over hosts known in this process and, optionally, the router
+    whose messages a caller wants to see first (the ``Runtime``'s, a ``HostRouting``'s).
+
+    The getters are asked on every call, so the directory follows a fleet that scales.
+    """
+
+    def __init__(
+        self,
+        *,
+        owner_of: Callable[[str], Any],
+        virtual_hosts: Callable[[], tuple[Placement, Sequence[Any]]],
+        dedicated_hosts: Callable[[], Sequence[Any]],
+        router: Router | None,
+        place: Callable[[str, str], None] | None = None,
+    ) -> None:
+        self.owner_of = owner_of
+        self.virtual_hosts = virtual_hosts
+        self.dedicated_hosts = dedicated_hosts
+        self._router = router
+        self._place = place
+
+    async def own_writes(self, host: Any | None) -> None:
+        """Wait for the messages routed through the router (if one was given)."""
+        router = self._router
+        if router is not None and router.has_pending(host):
+            await asyncio.to_thread(router.flush, host)
+
+    async def place(self, device_id: str, placement: str) -> None:
+        """Give a device placed ``dedicated`` its host, where this process can spawn one."""
+        if placement != "dedicated":
+            return
+        if self._place is None:
+            if self.owner_of(device_id) in self.dedicated_hosts():
+                return
+            raise InvalidRequest(
+                "a device is placed in a host of its own through the runtime's process",
+                field="placement",
+            )
+        await asyncio.to_thread(self._place, device_id, placement)
+
+
 def merge_pages(pages: Sequence[QueryPage], limit: int) -> tuple[list[dict[str, Any]], str | None]:
     """One page out of every host's page: live documents win over stored ones."""
     merged: dict[str, dict[str, Any]] = {}
@@ -263,15 +307,7 @@ class HostCalls:
         call_id: str | None = None,
     ) -> dict[str, Any]:
         """Merge-patch desired state; answered once durable."""
-        doc: dict[str, Any] = await self._call(
-            validate_device_id(twin_id),
-            "patch_desired",
-            twin_id,
-            dict(patch),
-            expected_version=expected_version,
-            call_id=call_id,
-        )
-        return doc
+        return await self._patch("patch_desired", twin_id, patch, expected_version, call_id)
 
     async def patch_tags(
         self,
@@ -282,9 +318,19 @@ class HostCalls:
         call_id: str | None = None,
     ) -> dict[str, Any]:
         """Merge-patch tags; answered once durable."""
+        return await self._patch("patch_tags", twin_id, patch, expected_version, call_id)
+
+    async def _patch(
+        self,
+        method: str,
+        twin_id: str,
+        patch: Mapping[str, Any],
+        expected_version: int | None,
+        call_id: str | None,
+    ) -> dict[str, Any]:
         doc: dict[str, Any] = await self._call(
             validate_device_id(twin_id),
-            "patch_tags",
+            method,
             twin_id,
             dict(patch),
             expected_version=expected_version,

@@ -9,16 +9,15 @@ numbers its batches).
 
 from __future__ import annotations
 
-import asyncio
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from twinfleet.errors import InvalidPatch, InvalidRequest
+from twinfleet.errors import InvalidPatch
 from twinfleet.twins import TwinfleetError, validate_device_id
 
-from .calls import HostCalls, transport_named
+from .calls import HostCalls, RouterDirectory, transport_named
 from .messages import DeviceMessage, IngestResult, Rejection
 from .placement import Placement
 from .router import Router, RouterSettings
@@ -120,43 +119,14 @@ class HostRouting:
     def calls(self, *, own_writes: bool = False, transport: str = "wire") -> HostCalls:
         """:class:`HostCalls` over these hosts; ``own_writes``: reads wait for the messages
         routed here first (a gateway's)."""
-        return HostCalls(_RoutingDirectory(self, own_writes=own_writes), transport_named(transport))
+        directory = RouterDirectory(
+            owner_of=self.owner_of,
+            virtual_hosts=lambda: (self._placement, list(self._hosts.values())),
+            dedicated_hosts=lambda: list(self._dedicated.values()),
+            router=self._router if own_writes else None,
+        )
+        return HostCalls(directory, transport_named(transport))
 
     def close(self) -> None:
         """Apply what is queued and stop the router's timer."""
         self._router.close()
-
-
-class _RoutingDirectory:
-    """A :class:`HostRouting`'s hosts as :class:`HostCalls` needs them."""
-
-    def __init__(self, routing: HostRouting, *, own_writes: bool) -> None:
-        self._routing = routing
-        self._own_writes = own_writes
-
-    def owner_of(self, twin_id: str) -> Any:
-        """The host actor of ``twin_id``."""
-        return self._routing.owner_of(twin_id)
-
-    def virtual_hosts(self) -> tuple[Placement, Sequence[Any]]:
-        """The placement and its hosts."""
-        routing = self._routing
-        return routing._placement, list(routing._hosts.values())
-
-    def dedicated_hosts(self) -> Sequence[Any]:
-        """Hosts of twins placed in actors of their own."""
-        return list(self._routing._dedicated.values())
-
-    async def own_writes(self, host: Any | None) -> None:
-        """Wait for the messages routed here, if this caller's."""
-        router = self._routing.router
-        if self._own_writes and router.has_pending(host):
-            await asyncio.to_thread(router.flush, host)
-
-    async def place(self, device_id: str, placement: str) -> None:
-        """Only the runtime's process spawns dedicated hosts."""
-        if placement == "dedicated" and device_id not in self._routing._dedicated:
-            raise InvalidRequest(
-                "a device is placed in a host of its own through the runtime's process",
-                field="placement",
-            )

@@ -7,7 +7,6 @@ never created: ``runtime.twin("pump-7")`` is a handle whether or not the twin is
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import logging
 import threading
@@ -25,7 +24,7 @@ from twinfleet.twins.alarms import rules_from_documents
 from twinfleet.twins.query import TwinSelector
 
 from .actors import spawn_host, spawn_hub, spawn_training
-from .calls import HostCalls, transport_named
+from .calls import HostCalls, RouterDirectory, transport_named
 from .directory import HostRoster, split
 from .events import Event
 from .host import ALARM_RULES, MODEL_ASSIGNMENT, HostSettings
@@ -269,8 +268,18 @@ class Runtime:
         ``own_writes``: the caller routes its device messages through this runtime's router
         (a gateway), so its reads wait for them (read-your-writes); the API routes none.
         """
-        directory = _RuntimeDirectory(self, own_writes=own_writes)
+        directory = RouterDirectory(
+            owner_of=self._owner_of,
+            virtual_hosts=self._virtual_hosts,
+            dedicated_hosts=lambda: list(self._dedicated.values()),
+            router=self._router if own_writes else None,
+            place=self._place,
+        )
         return HostCalls(directory, transport_named(self.settings.transport))
+
+    def _virtual_hosts(self) -> tuple[Placement, list[Any]]:
+        with self._owners_lock:
+            return self._placement, list(self._hosts.values())
 
     def _place(self, device_id: str, mode: str) -> None:
         """Before registering ``device_id`` as ``dedicated``: give it an actor of its own."""
@@ -635,36 +644,3 @@ class Runtime:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-class _RuntimeDirectory:
-    """The runtime's hosts as :class:`HostCalls` needs them (a live view: it follows scale)."""
-
-    def __init__(self, runtime: Runtime, *, own_writes: bool) -> None:
-        self._runtime = runtime
-        self._own_writes = own_writes
-
-    def owner_of(self, twin_id: str) -> Any:
-        """The host actor of ``twin_id``."""
-        return self._runtime._owner_of(twin_id)
-
-    def virtual_hosts(self) -> tuple[Placement, Sequence[Any]]:
-        """The placement and its hosts, as of now."""
-        runtime = self._runtime
-        with runtime._owners_lock:
-            return runtime._placement, list(runtime._hosts.values())
-
-    def dedicated_hosts(self) -> Sequence[Any]:
-        """Hosts of twins placed in actors of their own."""
-        return list(self._runtime._dedicated.values())
-
-    async def own_writes(self, host: Any | None) -> None:
-        """Wait for the messages routed through the runtime's router (if this caller's)."""
-        router = self._runtime._router
-        if self._own_writes and router.has_pending(host):
-            await asyncio.to_thread(router.flush, host)
-
-    async def place(self, device_id: str, placement: str) -> None:
-        """Spawn a dedicated host for the device if so placed."""
-        if placement == "dedicated":
-            await asyncio.to_thread(self._runtime._place, device_id, placement)
