@@ -1,31 +1,25 @@
-"""Shared fixtures: Ray once per session, a clean Redis namespace, temporary data dirs."""
+"""Shared fixtures: Ray once per session, a clean Redis namespace, temporary data dirs, the API."""
 
 from __future__ import annotations
 
 import os
-import socket
 import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers import T0, Served, port_open, serving, telemetry
 
 REDIS_HOST = os.environ.get("TWINFLEET_TEST_REDIS_HOST", "127.0.0.1")
 REDIS_PORT = int(os.environ.get("TWINFLEET_TEST_REDIS_PORT", "6379"))
 REDIS_DB = int(os.environ.get("TWINFLEET_TEST_REDIS_DB", "9"))  # tests never touch db 0
 
 
-def _port_open(host: str, port: int) -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex((host, port)) == 0
-
-
 @pytest.fixture
 def redis_url() -> Iterator[str]:
     """A ``redis://`` store URL with a key prefix of its own, deleted afterwards."""
-    if not _port_open(REDIS_HOST, REDIS_PORT):
+    if not port_open(REDIS_HOST, REDIS_PORT):
         pytest.fail(
             f"Redis is not running on {REDIS_HOST}:{REDIS_PORT} (scripts/test.sh starts it)"
         )
@@ -83,3 +77,28 @@ def _ray_only_where_asked(request: pytest.FixtureRequest, monkeypatch: pytest.Mo
 @pytest.fixture
 def no_ray() -> None:
     """Documents that a test runs without Ray (the autouse guard enforces it)."""
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """The API over real HTTP on a real Ray runtime (2 hosts, SQLite), with five sensors."""
+    from twinfleet import Runtime
+    from twinfleet.api.app import create_app
+    from twinfleet.api.auth import TokenStore
+    from twinfleet.runtime import RuntimeSettings
+    from twinfleet.runtime.stores import open_store
+    from twinfleet.runtime.telemetry import open_telemetry
+
+    path: Path = tmp_path_factory.mktemp("api")
+    url = f"sqlite:///{path}/state.db"
+    history = f"sqlite:///{path}/telemetry.db"
+    runtime = Runtime(store=url, settings=RuntimeSettings(hosts=2, telemetry=history))
+    tokens = TokenStore(open_store(url))
+    app = create_app(runtime, tokens, telemetry=open_telemetry(history), rate_limit="100000/minute")
+    with serving(app) as base_url:
+        runtime.ingest(telemetry(f"api-{i}", T0, "test", temperature=20.0 + i) for i in range(5))
+        runtime.flush()
+        try:
+            yield Served(runtime, tokens, base_url, open_telemetry(history))
+        finally:
+            runtime.close()

@@ -10,20 +10,11 @@ from collections.abc import AsyncIterator
 import aiomqtt
 import orjson
 import pytest
-from waiting import eventually
+from helpers import eventually, next_message
 
 from twinfleet.adapters.broker import EmbeddedBroker
 from twinfleet.adapters.mqtt import MqttGateway
 from twinfleet.runtime.edge import InProcessPlatform
-
-
-async def next_message(client: aiomqtt.Client, timeout: float = 10.0) -> aiomqtt.Message:
-    async def first() -> aiomqtt.Message:
-        async for message in client.messages:
-            return message
-        raise AssertionError("the message stream ended")
-
-    return await asyncio.wait_for(first(), timeout)
 
 
 @pytest.fixture

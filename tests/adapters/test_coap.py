@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator
+from typing import Any
 
 import aiocoap
 import cbor2
@@ -18,6 +17,7 @@ import orjson
 import pytest
 from aiocoap.numbers.codes import Code
 from aiocoap.optiontypes import BlockOption
+from helpers import eventually
 
 from twinfleet.adapters.coap import CoapEndpoint, _Batcher
 from twinfleet.runtime import (
@@ -32,7 +32,6 @@ from twinfleet.runtime import (
 from twinfleet.runtime.runtime import RuntimeSettings
 
 WAIT = 10.0  # bound of every wait: a failing test fails, it never hangs
-T = TypeVar("T")
 
 JSON, CBOR, SENML_JSON, SENML_CBOR, TEXT = 50, 60, 110, 112, 0
 
@@ -102,18 +101,6 @@ async def get(
     client: aiocoap.Context, endpoint: CoapEndpoint, *path: str, accept: int | None = None
 ) -> aiocoap.Message:
     return await send(client, message(endpoint, Code.GET, *path, accept=accept))
-
-
-async def eventually(probe: Callable[[], Awaitable[T | None]], what: str) -> T:
-    """Poll ``probe`` until it returns something (not None), at most ``WAIT`` seconds."""
-    deadline = time.monotonic() + WAIT
-    while True:
-        found = await probe()
-        if found is not None:
-            return found
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 async def rejections(fleet: InProcessPlatform) -> list[Event]:
@@ -478,7 +465,10 @@ async def test_a_sleeping_device_gets_its_command_and_answers_it(
         fleet.host.send_command("k-1", {"name": "ping", "params": {"n": 1}, "timeout_s": 5})
     )
     [command] = await eventually(
-        lambda: claimed_commands(client, endpoint, "k-1"), "the command to be queued"
+        lambda: claimed_commands(client, endpoint, "k-1"),
+        WAIT,
+        what="the command to be queued",
+        retry_errors=False,
     )
     assert command["name"] == "ping"
     assert command["params"] == {"n": 1}
@@ -581,7 +571,9 @@ async def test_a_device_conversation_through_the_ray_runtime(
                 doc: dict[str, Any] = await asyncio.to_thread(runtime.twin("ray-1").get)
                 return doc if doc["reported"].get("mode") == "eco" else None
 
-            doc = await eventually(landed, "the messages to reach the twin")
+            doc = await eventually(
+                landed, WAIT, what="the messages to reach the twin", retry_errors=False
+            )
             assert doc["reported"] == {"temperature": 21.5, "mode": "eco"}
             assert doc["connectivity"]["protocol"] == "coap"
 
@@ -593,7 +585,10 @@ async def test_a_device_conversation_through_the_ray_runtime(
                 asyncio.to_thread(runtime.send_command, "ray-1", "ping", timeout_s=10)
             )
             [command] = await eventually(
-                lambda: claimed_commands(client, endpoint, "ray-1"), "the command to be queued"
+                lambda: claimed_commands(client, endpoint, "ray-1"),
+                WAIT,
+                what="the command to be queued",
+                retry_errors=False,
             )
             answer = await post(
                 client,

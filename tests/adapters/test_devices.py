@@ -9,10 +9,9 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-import socket
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any
 import aiomqtt
 import numpy as np
 import pytest
+from helpers import eventually, free_port, port_open
 
 from twinfleet.adapters.devices import (
     LabelWriter,
@@ -39,16 +39,10 @@ BROKER = ("127.0.0.1", 1883)
 WAIT_S = 30.0
 
 
-def _port_open(host: str, port: int) -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex((host, port)) == 0
-
-
 @pytest.fixture
 def broker() -> str:
     """The shared Mosquitto's URL (scripts/test.sh starts it when it is down)."""
-    if not _port_open(*BROKER):
+    if not port_open(*BROKER):
         pytest.fail("Mosquitto is not running on 127.0.0.1:1883 (scripts/test.sh starts it)")
     return f"mqtt://{BROKER[0]}:{BROKER[1]}"
 
@@ -57,15 +51,6 @@ def broker() -> str:
 def prefix() -> str:
     """A device-id prefix no other test uses."""
     return f"t{uuid.uuid4().hex[:10]}"
-
-
-async def _until(predicate: Callable[[], bool], timeout: float = WAIT_S) -> None:
-    """Wait until ``predicate()`` holds; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"gave up waiting after {timeout} s")
-        await asyncio.sleep(0.05)
 
 
 @dataclass
@@ -262,7 +247,9 @@ async def test_devices_publish_telemetry_at_their_interval(broker: str, prefix: 
         fleet = SimulatedDevices(options)
         ids = fleet.device_ids
         async with fleet:
-            await _until(lambda: all(len(seen.of("telemetry", d)) >= 6 for d in ids))
+            await eventually(
+                lambda: all(len(seen.of("telemetry", d)) >= 6 for d in ids), timeout=WAIT_S
+            )
         for device in ids:
             readings = [body for _, body in seen.json("telemetry", device)]
             assert all(isinstance(body, dict) for body in readings)
@@ -308,9 +295,13 @@ async def test_retained_desired_changes_the_rate_and_is_reported(broker: str, pr
         try:
             async with fleet:
                 applied = {"config": {"sample_interval": 0.2}}
-                await _until(lambda: (fast, applied) in seen.json("reported", fast))
+                await eventually(
+                    lambda: (fast, applied) in seen.json("reported", fast), timeout=WAIT_S
+                )
                 before = len(seen.of("telemetry", fast))
-                await _until(lambda: len(seen.of("telemetry", fast)) >= before + 10)
+                await eventually(
+                    lambda: len(seen.of("telemetry", fast)) >= before + 10, timeout=WAIT_S
+                )
                 assert fleet.sample_interval(fast) == 0.2
                 assert fleet.sample_interval(slow) == 3.0
                 # at 15x the rate, the fast device has said far more than the slow one
@@ -324,7 +315,9 @@ async def test_retained_desired_changes_the_rate_and_is_reported(broker: str, pr
                     retain=True,
                 )
                 mirrored = {"config": {"sample_interval": 5.0}, "sample_interval": 5.0}
-                await _until(lambda: (fast, mirrored) in seen.json("reported", fast))
+                await eventually(
+                    lambda: (fast, mirrored) in seen.json("reported", fast), timeout=WAIT_S
+                )
                 assert fleet.sample_interval(fast) == 5.0
                 assert fleet.stats.desired_applied == 2
         finally:
@@ -344,7 +337,7 @@ async def test_commands_get_answers(broker: str, prefix: str) -> None:
         return [body for _, body in seen.json(f"commands/{cmd_id}/response", device)]
 
     async with _watch(prefix) as (client, seen), fleet:
-        await _until(lambda: seen.status(device) == ["online"])
+        await eventually(lambda: seen.status(device) == ["online"], timeout=WAIT_S)
         expires = time.time() + 60
         await client.publish(
             f"{base}/c1",
@@ -360,7 +353,7 @@ async def test_commands_get_answers(broker: str, prefix: str) -> None:
             qos=1,
         )
         await client.publish(f"{base}/c4", json.dumps({"name": "reboot", "params": {}}), qos=1)
-        await _until(lambda: all(response(c) for c in ("c1", "c2", "c3", "c4")))
+        await eventually(lambda: all(response(c) for c in ("c1", "c2", "c3", "c4")), timeout=WAIT_S)
         assert response("c1") == [{"status": "ok", "result": {"pong": True}}]
         [unknown] = response("c2")
         assert unknown["status"] == "error"
@@ -368,8 +361,9 @@ async def test_commands_get_answers(broker: str, prefix: str) -> None:
         assert "result" not in unknown
         assert response("c3") == [{"status": "ok", "result": {"sample_interval": 0.5}}]
         assert response("c4") == [{"status": "ok", "result": {}}]
-        await _until(
-            lambda: (device, {"config": {"sample_interval": 0.5}}) in seen.json("reported", device)
+        await eventually(
+            lambda: (device, {"config": {"sample_interval": 0.5}}) in seen.json("reported", device),
+            timeout=WAIT_S,
         )
         assert fleet.sample_interval(device) == 0.5
         assert fleet.stats.commands_answered == 4
@@ -388,10 +382,15 @@ async def test_online_on_connect_and_offline_on_clean_stop(
     fleet = SimulatedDevices(options)
     async with _watch(prefix) as (_, seen):
         async with fleet:
-            await _until(lambda: all(seen.status(d) == ["online"] for d in fleet.device_ids))
-            await _until(lambda: fleet.stats.online == 3)
+            await eventually(
+                lambda: all(seen.status(d) == ["online"] for d in fleet.device_ids), timeout=WAIT_S
+            )
+            await eventually(lambda: fleet.stats.online == 3, timeout=WAIT_S)
         assert fleet.stats.online == 0
-        await _until(lambda: all(seen.status(d) == ["online", "offline"] for d in fleet.device_ids))
+        await eventually(
+            lambda: all(seen.status(d) == ["online", "offline"] for d in fleet.device_ids),
+            timeout=WAIT_S,
+        )
 
 
 @pytest.mark.services
@@ -412,7 +411,7 @@ async def test_labels_file_gets_json_lines(broker: str, prefix: str, tmp_path: P
         return labels.read_text().splitlines() if labels.exists() else []
 
     async with fleet:
-        await _until(lambda: len(lines()) >= 5)
+        await eventually(lambda: len(lines()) >= 5, timeout=WAIT_S)
     records = [json.loads(line) for line in lines()]
     assert len(records) == fleet.stats.anomalies == len(fleet.simulator.anomalies)
     for record in records:
@@ -438,7 +437,7 @@ async def test_two_thousand_devices_over_twenty_connections(broker: str, prefix:
             return len(distinct) == 2000
 
         async with fleet:
-            await _until(all_published, timeout=120)
+            await eventually(all_published, timeout=120)
             assert fleet.stats.online == 2000
             assert fleet.stats.connected == 20
         assert distinct == set(fleet.device_ids)
@@ -447,12 +446,6 @@ async def test_two_thousand_devices_over_twenty_connections(broker: str, prefix:
 
 # ---------------------------------------------------------------------------------------------
 # CoAP, against an endpoint in this process
-
-
-def _free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @asynccontextmanager
@@ -492,7 +485,7 @@ async def _coap_endpoint() -> AsyncIterator[tuple[str, Any]]:
     site = resource.Site()
     devices = Devices()
     site.add_resource(["devices"], devices)
-    port = _free_udp_port()
+    port = free_port(udp=True)
     context = await aiocoap.Context.create_server_context(site, bind=("127.0.0.1", port))
     try:
         yield f"coap://127.0.0.1:{port}", devices
@@ -530,8 +523,14 @@ async def test_coap_devices_post_telemetry_and_poll_desired(prefix: str) -> None
 
         applied = {"config": {"sample_interval": 0.6}}
         async with fleet:
-            await _until(lambda: all(len(posts("telemetry", d)) >= 3 for d in fleet.device_ids))
-            await _until(lambda: any(body == applied for body, _, _ in posts("reported", device)))
+            await eventually(
+                lambda: all(len(posts("telemetry", d)) >= 3 for d in fleet.device_ids),
+                timeout=WAIT_S,
+            )
+            await eventually(
+                lambda: any(body == applied for body, _, _ in posts("reported", device)),
+                timeout=WAIT_S,
+            )
         assert fleet.sample_interval(device) == 0.6
         for body, fmt, mtype in posts("telemetry"):
             assert int(fmt) == 50

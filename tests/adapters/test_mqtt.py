@@ -31,7 +31,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from waiting import eventually
+from helpers import eventually, free_port, next_message, port_open
 
 from twinfleet.adapters.mqtt import DEVICE_TOPICS, MqttGateway, MqttSettings
 from twinfleet.runtime.edge import InProcessPlatform, RayPlatform
@@ -54,18 +54,6 @@ async def stop(task: asyncio.Task[Any]) -> None:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def port_open(port: int, host: str = "127.0.0.1") -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex((host, port)) == 0
 
 
 class RecordingPlatform:
@@ -100,15 +88,6 @@ async def publish_json(client: aiomqtt.Client, topic: str, body: Any, **options:
     await client.publish(topic, orjson.dumps(body), qos=1, **options)
 
 
-async def next_message(client: aiomqtt.Client, timeout: float = 10.0) -> aiomqtt.Message:
-    async def first() -> aiomqtt.Message:
-        async for message in client.messages:
-            return message
-        raise AssertionError("the message stream ended")
-
-    return await asyncio.wait_for(first(), timeout)
-
-
 async def twin(fleet: InProcessPlatform, device_id: str) -> dict[str, Any]:
     return await fleet.host.get(device_id)
 
@@ -124,7 +103,7 @@ async def rejected_events(fleet: InProcessPlatform, twin_id: str) -> list[Any]:
 @pytest.fixture
 def shared_broker() -> str:
     """The shared Mosquitto's URL (scripts/test.sh starts it when it is down)."""
-    if not port_open(SHARED_PORT):
+    if not port_open(SHARED_HOST, SHARED_PORT):
         pytest.fail(f"Mosquitto is not running on {SHARED_HOST}:{SHARED_PORT}")
     return SHARED_URL
 
@@ -176,7 +155,7 @@ async def retained() -> AsyncIterator[list[str]]:
     """Topics whose retained message the test leaves behind: cleared afterwards."""
     topics: list[str] = []
     yield topics
-    if topics and port_open(SHARED_PORT):
+    if topics and port_open(SHARED_HOST, SHARED_PORT):
         async with device() as client:
             for topic in topics:
                 await client.publish(topic, b"", qos=1, retain=True)
@@ -666,7 +645,7 @@ class PrivateMosquitto:
                 [MOSQUITTO, "-c", str(self.config)], stdout=subprocess.DEVNULL, stderr=log
             )
         deadline = time.monotonic() + 10
-        while not all(port_open(p) for p in self.ports):
+        while not all(port_open("127.0.0.1", p) for p in self.ports):
             if self.process.poll() is not None or time.monotonic() > deadline:
                 log = (self.folder / "mosquitto.log").read_text()
                 raise RuntimeError(f"the private mosquitto did not start:\n{log}")

@@ -5,11 +5,10 @@ from __future__ import annotations
 import time
 
 import pytest
+from helpers import Served
 
 from twinfleet.client import InvalidRequest, TwinClient
 from twinfleet.runtime import DeviceMessage
-
-from .conftest import Served
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_session")]
 

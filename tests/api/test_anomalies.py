@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import httpx
 import pytest
+from helpers import T0, Served, serving
 
 from twinfleet.api.app import create_app
 from twinfleet.client import NotFound, RateLimited, TwinClient
 from twinfleet.runtime import DeviceMessage
 from twinfleet.runtime.telemetry import open_telemetry
-
-from .conftest import T0, Served, serving
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_session")]
 

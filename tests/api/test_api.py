@@ -10,14 +10,11 @@ from typing import Any
 
 import httpx
 import pytest
+from helpers import T0, Served
 
 from twinfleet.runtime import DeviceMessage, RayPlatform
 
-Served = Any  # the fixture's class lives in conftest.py
-
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_session")]
-
-T0 = 1_800_000_000.0
 
 
 def error_of(response: httpx.Response) -> dict[str, Any]:

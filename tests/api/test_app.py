@@ -5,10 +5,9 @@ from __future__ import annotations
 import gc
 
 import pytest
+from helpers import Served
 
 from twinfleet.api.app import create_app
-
-from .conftest import Served
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_session")]
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import threading
 from contextlib import aclosing
-from typing import Any
 
 import httpx
 import orjson
 import pytest
+from helpers import T0, Served
 
 from twinfleet.client import (
     ApiError,
@@ -24,11 +24,7 @@ from twinfleet.client import (
 )
 from twinfleet.runtime import DeviceMessage
 
-Served = Any  # the fixture's class lives in conftest.py
-
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_session")]
-
-T0 = 1_800_000_000.0
 
 
 def client_of(served: Served, role: str = "admin") -> TwinClient:

@@ -10,14 +10,13 @@ from typing import Any
 
 import httpx
 import pytest
+from helpers import T0, serving
 
 from twinfleet.api.app import create_app
 from twinfleet.api.auth import TokenStore
 from twinfleet.runtime import DeviceMessage
 from twinfleet.runtime.stores import open_store
 from twinfleet.runtime.telemetry import open_telemetry
-
-from .conftest import T0, serving
 
 Served = Any  # the fixture's class lives in conftest.py
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
+from helpers import T0, Served, serving
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -20,11 +21,6 @@ from twinfleet.api.metrics import HOST_COUNTERS, HOST_GAUGES, RuntimeCollector
 from twinfleet.runtime import DeviceMessage
 from twinfleet.runtime.stores import open_store
 
-from .conftest import serving
-
-Served = Any  # the shared fixture's class lives in conftest.py
-
-T0 = 1_800_000_000.0
 DASHBOARD = Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "twinfleet.json"
 Samples = dict[str, list[tuple[dict[str, str], float]]]
 

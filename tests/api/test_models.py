@@ -5,11 +5,10 @@ from __future__ import annotations
 import time
 
 import pytest
+from helpers import T0, Served
 
 from twinfleet.client import Forbidden, InvalidRequest, NotFound, TwinClient
 from twinfleet.runtime import DeviceMessage
-
-from .conftest import T0, Served
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_session")]
 

@@ -10,14 +10,14 @@ import json
 import os
 import signal
 import sys
-import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 
 import aiomqtt
 import pytest
+from helpers import eventually
 
 pytestmark = pytest.mark.services
 
@@ -36,14 +36,6 @@ def _env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
 def prefix() -> str:
     """A device-id prefix no other test uses."""
     return f"c{uuid.uuid4().hex[:10]}"
-
-
-async def _until(predicate: Callable[[], bool], timeout: float = WAIT_S) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"gave up waiting after {timeout} s")
-        await asyncio.sleep(0.05)
 
 
 @asynccontextmanager
@@ -125,22 +117,30 @@ async def test_options_from_the_environment_and_a_json_summary(prefix: str, tmp_
 async def test_sigterm_stops_cleanly_and_devices_say_offline(prefix: str, tmp_path: Path) -> None:
     args = ("--devices", "6", "--connections", "2", "--interval", "0.5", "--prefix", prefix)
     async with _statuses(prefix) as seen, _simulate(*args, cwd=tmp_path) as proc:
-        await _until(lambda: len(seen) == 6 and all(s == ["online"] for s in seen.values()))
+        await eventually(
+            lambda: len(seen) == 6 and all(s == ["online"] for s in seen.values()), timeout=WAIT_S
+        )
         proc.send_signal(signal.SIGTERM)
         code, out, err = await _finish(proc)
         assert code == 0, err
         assert "stopped" in out
-        await _until(lambda: all(s == ["online", "offline"] for s in seen.values()))
+        await eventually(
+            lambda: all(s == ["online", "offline"] for s in seen.values()), timeout=WAIT_S
+        )
 
 
 async def test_a_killed_process_leaves_a_last_will_per_device(prefix: str, tmp_path: Path) -> None:
     # one connection per device: each connection's last will speaks for its own device
     args = ("--devices", "3", "--connections", "3", "--interval", "0.5", "--prefix", prefix)
     async with _statuses(prefix) as seen, _simulate(*args, cwd=tmp_path) as proc:
-        await _until(lambda: len(seen) == 3 and all(s == ["online"] for s in seen.values()))
+        await eventually(
+            lambda: len(seen) == 3 and all(s == ["online"] for s in seen.values()), timeout=WAIT_S
+        )
         os.killpg(proc.pid, signal.SIGKILL)
         await proc.wait()
-        await _until(lambda: all(s == ["online", "offline"] for s in seen.values()))
+        await eventually(
+            lambda: all(s == ["online", "offline"] for s in seen.values()), timeout=WAIT_S
+        )
 
 
 async def test_bad_options_are_refused_before_connecting(tmp_path: Path) -> None:

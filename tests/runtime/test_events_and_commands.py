@@ -6,26 +6,19 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
+from helpers import FakeClock, telemetry
 
 from twinfleet.errors import InvalidRequest, TwinNotFound, UnknownCommand
-from twinfleet.runtime import DeviceMessage, EventHub, HostSettings, TwinHost
+from twinfleet.runtime import EventHub, HostSettings, TwinHost
 from twinfleet.runtime.stores import MemoryStore
 
 T0 = 1_800_000_000.0
 QUIET = HostSettings(flush_interval_s=3600.0, sweep_interval_s=3600.0, event_interval_s=3600.0)
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
+def clock() -> FakeClock:
+    return FakeClock(T0)
 
 
 @pytest.fixture
@@ -34,15 +27,11 @@ def hub() -> EventHub:
 
 
 @pytest.fixture
-async def host(hub: EventHub, clock: Clock) -> AsyncIterator[TwinHost]:
+async def host(hub: EventHub, clock: FakeClock) -> AsyncIterator[TwinHost]:
     host = TwinHost("h", MemoryStore(), settings=QUIET, events=hub, clock=clock)
     await host.start()
     yield host
     await host.stop()
-
-
-def reading(device: str, ts: float, protocol: str = "mqtt", **values: float) -> DeviceMessage:
-    return DeviceMessage(device, "telemetry", dict(values), ts, protocol, "smart-sensor")
 
 
 async def events_of(host: TwinHost, hub: EventHub, kind: str) -> list[tuple[str, dict]]:
@@ -51,19 +40,19 @@ async def events_of(host: TwinHost, hub: EventHub, kind: str) -> list[tuple[str,
 
 
 async def test_presence_events_when_a_twin_comes_and_goes(
-    host: TwinHost, hub: EventHub, clock: Clock
+    host: TwinHost, hub: EventHub, clock: FakeClock
 ) -> None:
-    await host.apply([reading("p-1", T0, temperature=1.0)])
+    await host.apply([telemetry("p-1", T0, temperature=1.0)])
     clock.now += 31  # smart sensors report every 10 s; offline after 3 intervals of silence
     assert await host.sweep() == (1, 0)
-    await host.apply([reading("p-1", clock.now, temperature=2.0)])
+    await host.apply([telemetry("p-1", clock.now, temperature=2.0)])
     presence = await events_of(host, hub, "presence")
     assert [(t, d["online"]) for t, d in presence] == [("p-1", True), ("p-1", False), ("p-1", True)]
     assert presence[0][1]["protocol"] == "mqtt"
 
 
 async def test_last_will_marks_offline_at_once(host: TwinHost, hub: EventHub) -> None:
-    await host.apply([reading("w-1", T0, temperature=1.0)])
+    await host.apply([telemetry("w-1", T0, temperature=1.0)])
     assert await host.device_offline("w-1", protocol="mqtt") is True
     assert await host.device_offline("w-1", protocol="mqtt") is False  # no news
     assert await host.device_offline("nobody", protocol="mqtt") is False
@@ -72,16 +61,16 @@ async def test_last_will_marks_offline_at_once(host: TwinHost, hub: EventHub) ->
 
 
 async def test_a_last_will_from_an_old_protocol_is_ignored(host: TwinHost) -> None:
-    await host.apply([reading("w-2", T0, "coap", temperature=1.0)])
+    await host.apply([telemetry("w-2", T0, "coap", temperature=1.0)])
     assert await host.device_offline("w-2", protocol="mqtt") is False
     assert (await host.get("w-2"))["connectivity"]["online"] is True
 
 
 async def test_anomaly_events_when_the_verdict_flips(host: TwinHost, hub: EventHub) -> None:
-    steady = [reading("a-1", T0 + k, temperature=20.0 + 0.1 * (k % 4)) for k in range(40)]
+    steady = [telemetry("a-1", T0 + k, temperature=20.0 + 0.1 * (k % 4)) for k in range(40)]
     await host.apply(steady)
-    await host.apply([reading("a-1", T0 + 41, temperature=90.0)])
-    await host.apply([reading("a-1", T0 + 42, temperature=20.1)])
+    await host.apply([telemetry("a-1", T0 + 41, temperature=90.0)])
+    await host.apply([telemetry("a-1", T0 + 42, temperature=20.1)])
     flips = [d["anomalous"] for _, d in await events_of(host, hub, "anomaly")]
     assert flips == [True, False]
 
@@ -89,7 +78,7 @@ async def test_anomaly_events_when_the_verdict_flips(host: TwinHost, hub: EventH
 async def test_desired_changes_are_events_with_the_device_document(
     host: TwinHost, hub: EventHub
 ) -> None:
-    await host.apply([reading("d-1", T0, temperature=1.0)])
+    await host.apply([telemetry("d-1", T0, temperature=1.0)])
     await host.patch_desired("d-1", {"sample_interval": 5})
     await host.patch_desired("d-1", {"sample_interval": 5})  # no change, no event
     desired = await events_of(host, hub, "desired")
@@ -100,7 +89,7 @@ async def test_desired_changes_are_events_with_the_device_document(
 
 
 async def test_command_round_trip(host: TwinHost, hub: EventHub) -> None:
-    await host.apply([reading("c-1", T0, temperature=1.0)])
+    await host.apply([telemetry("c-1", T0, temperature=1.0)])
     sending = asyncio.create_task(
         host.send_command("c-1", {"name": "ping", "params": {"n": 1}, "timeout_s": 5})
     )
@@ -124,7 +113,7 @@ async def test_command_round_trip(host: TwinHost, hub: EventHub) -> None:
 
 
 async def test_unanswered_command_returns_after_its_timeout(host: TwinHost) -> None:
-    await host.apply([reading("c-2", T0, temperature=1.0)])
+    await host.apply([telemetry("c-2", T0, temperature=1.0)])
     record = await host.send_command("c-2", {"name": "reboot", "timeout_s": 0.05})
     assert record["status"] == "queued"
     failed = await host.command_response("c-2", record["id"], {"status": "error", "error": "busy"})
@@ -132,9 +121,9 @@ async def test_unanswered_command_returns_after_its_timeout(host: TwinHost) -> N
 
 
 async def test_commands_expire_or_time_out_with_their_ttl(
-    host: TwinHost, hub: EventHub, clock: Clock
+    host: TwinHost, hub: EventHub, clock: FakeClock
 ) -> None:
-    await host.apply([reading("c-3", T0, temperature=1.0)])
+    await host.apply([telemetry("c-3", T0, temperature=1.0)])
     queued = await host.send_command("c-3", {"name": "a", "timeout_s": 0, "ttl_s": 60})
     sent = await host.send_command("c-3", {"name": "b", "timeout_s": 0, "ttl_s": 60})
     await host.claim_commands("c-3", protocol="mqtt", ids=[sent["id"]])
@@ -148,7 +137,7 @@ async def test_commands_expire_or_time_out_with_their_ttl(
 
 
 async def test_commands_survive_passivation(host: TwinHost) -> None:
-    await host.apply([reading("c-4", T0, temperature=1.0)])
+    await host.apply([telemetry("c-4", T0, temperature=1.0)])
     record = await host.send_command("c-4", {"name": "ping", "timeout_s": 0})
     assert await host.passivate(["c-4"]) == 1
     claimed = await host.claim_commands("c-4", protocol="coap")
@@ -158,7 +147,7 @@ async def test_commands_survive_passivation(host: TwinHost) -> None:
 async def test_command_errors(host: TwinHost) -> None:
     with pytest.raises(TwinNotFound):
         await host.send_command("ghost", {"name": "ping", "timeout_s": 0})
-    await host.apply([reading("c-5", T0, temperature=1.0)])
+    await host.apply([telemetry("c-5", T0, temperature=1.0)])
     with pytest.raises(InvalidRequest, match="name"):
         await host.send_command("c-5", {"name": "no spaces", "timeout_s": 0})
     with pytest.raises(InvalidRequest, match="ttl_s"):

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import Any
 
 import pytest
+from helpers import FakeClock, eventually, nested, telemetry
 
 from twinfleet.errors import InvalidRequest
 from twinfleet.models import default_registry
@@ -35,19 +36,6 @@ T0 = 1_700_000_000.0
 
 # Loops that never fire on their own: tests call flush() and sweep() when they mean to.
 QUIET = HostSettings(flush_interval_s=3600.0, sweep_interval_s=3600.0, idle_timeout_s=600.0)
-
-
-class FakeClock:
-    """A clock that moves only when told to."""
-
-    def __init__(self, now: float = T0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 class RecordingStore(MemoryStore):
@@ -90,7 +78,7 @@ class RecordingStore(MemoryStore):
 
 @pytest.fixture
 def clock() -> FakeClock:
-    return FakeClock()
+    return FakeClock(T0)
 
 
 @pytest.fixture
@@ -119,16 +107,6 @@ async def host(
         await twin_host.stop()
 
 
-def tele(
-    twin_id: str,
-    ts: float | None = None,
-    device_type: str | None = "smart-sensor",
-    **values: Any,
-) -> DeviceMessage:
-    """A telemetry message."""
-    return DeviceMessage(twin_id, "telemetry", values, ts, "mqtt", device_type)
-
-
 def reading(i: int) -> float:
     """A noisy but ordinary temperature."""
     return 20.0 + 0.5 * math.sin(i) + 0.1 * (i % 3)
@@ -142,7 +120,7 @@ async def test_apply_creates_twins_typed_by_the_message(
 ) -> None:
     result = await host.apply(
         [
-            tele("s-1", T0 - 5, temperature=21.5),
+            telemetry("s-1", T0 - 5, temperature=21.5),
             DeviceMessage("m-1", "reported", {"firmware": {"version": "1.0"}}, None, "coap"),
             DeviceMessage("w-1", "telemetry", {"flow": 1.5}, None, None, "smart-meter.water"),
         ]
@@ -164,15 +142,17 @@ async def test_apply_creates_twins_typed_by_the_message(
 
 
 async def test_first_message_of_a_batch_picks_the_type(host: TwinHost) -> None:
-    await host.apply([tele("x", temperature=1.0), tele("x", device_type="smart-meter", power=2.0)])
+    await host.apply(
+        [telemetry("x", temperature=1.0), telemetry("x", device_type="smart-meter", power=2.0)]
+    )
     doc = await host.get("x")
     assert doc["type"] == "smart-sensor"
     assert doc["reported"] == {"temperature": 1.0, "power": 2.0}
 
 
 async def test_apply_updates_existing_twins(host: TwinHost) -> None:
-    await host.apply([tele("s-1", T0 - 10, temperature=20.0, humidity=40.0)])
-    result = await host.apply([tele("s-1", T0 - 1, temperature=22.0)])
+    await host.apply([telemetry("s-1", T0 - 10, temperature=20.0, humidity=40.0)])
+    result = await host.apply([telemetry("s-1", T0 - 1, temperature=22.0)])
     assert result == ApplyResult(1, 0, ())
     doc = await host.get("s-1")
     assert doc["reported"] == {"temperature": 22.0, "humidity": 40.0}
@@ -182,9 +162,9 @@ async def test_apply_updates_existing_twins(host: TwinHost) -> None:
 
 
 async def test_older_readings_count_as_stale(host: TwinHost) -> None:
-    await host.apply([tele("s-1", T0 - 1, temperature=22.0)])
+    await host.apply([telemetry("s-1", T0 - 1, temperature=22.0)])
     result = await host.apply(
-        [tele("s-1", T0 - 100, temperature=5.0), tele("s-1", temperature=None, ts=None)]
+        [telemetry("s-1", T0 - 100, temperature=5.0), telemetry("s-1", temperature=None, ts=None)]
     )
     # the first is older than what the twin holds; a telemetry null is dropped, changes nothing
     assert result == ApplyResult(0, 2, ())
@@ -196,7 +176,7 @@ async def test_older_readings_count_as_stale(host: TwinHost) -> None:
 
 
 async def test_a_ts_in_the_payload_wins(host: TwinHost) -> None:
-    await host.apply([tele("s-1", T0 - 1, temperature=22.0)])
+    await host.apply([telemetry("s-1", T0 - 1, temperature=22.0)])
     message = DeviceMessage("s-1", "telemetry", {"temperature": 5.0, "ts": T0 - 50}, T0)
     result = await host.apply([message])
     assert result == ApplyResult(0, 1, ())
@@ -205,18 +185,18 @@ async def test_a_ts_in_the_payload_wins(host: TwinHost) -> None:
 
 async def test_bad_messages_are_rejected_one_by_one(host: TwinHost, store: RecordingStore) -> None:
     batch = [
-        tele("good-1", temperature=1.0),
-        tele("bad id!", temperature=1.0),
-        tele("x" * 129, temperature=1.0),
+        telemetry("good-1", temperature=1.0),
+        telemetry("bad id!", temperature=1.0),
+        telemetry("x" * 129, temperature=1.0),
         DeviceMessage(None, "telemetry", {"t": 1.0}),  # type: ignore[arg-type]
         DeviceMessage(42, "telemetry", {"t": 1.0}),  # type: ignore[arg-type]
         DeviceMessage("good-1", "reported", ["not", "an", "object"]),  # type: ignore[arg-type]
-        tele("good-1", temperature=math.nan),
-        tele("good-1", counter=2**70),
+        telemetry("good-1", temperature=math.nan),
+        telemetry("good-1", counter=2**70),
         DeviceMessage("good-1", "telemetry", {"ts": "yesterday", "temperature": 3.0}),
-        DeviceMessage("good-1", "reported", {"deep": _nested(12)}),
-        tele("good-2", humidity=50.0),
-        tele("good-1", T0 + 1, temperature=2.0),
+        DeviceMessage("good-1", "reported", {"deep": nested(13)}),
+        telemetry("good-2", humidity=50.0),
+        telemetry("good-1", T0 + 1, temperature=2.0),
     ]
     result = await host.apply(batch)
     assert (result.applied, result.stale) == (3, 0)
@@ -244,32 +224,25 @@ async def test_bad_messages_are_rejected_one_by_one(host: TwinHost, store: Recor
 
 
 async def test_a_bad_message_ts_is_rejected_and_does_not_poison_the_twin(host: TwinHost) -> None:
-    result = await host.apply([tele("n-1", "yesterday", temperature=1.0)])  # type: ignore[arg-type]
+    result = await host.apply([telemetry("n-1", "yesterday", temperature=1.0)])  # type: ignore[arg-type]
     assert [r.code for r in result.rejected] == ["invalid_timestamp"]
-    result = await host.apply([tele("n-1", T0, temperature=2.0)])
+    result = await host.apply([telemetry("n-1", T0, temperature=2.0)])
     assert result == ApplyResult(1, 0, ())
     assert (await host.get("n-1"))["reported"] == {"temperature": 2.0}
 
 
 async def test_an_rfc3339_message_ts_is_parsed(host: TwinHost) -> None:
-    await host.apply([tele("n-2", "2030-01-01T00:00:00Z", temperature=1.0)])  # type: ignore[arg-type]
+    await host.apply([telemetry("n-2", "2030-01-01T00:00:00Z", temperature=1.0)])  # type: ignore[arg-type]
     doc = await host.get("n-2")
     assert doc["metadata"]["reported"]["temperature"] == 1893456000.0
 
 
-def _nested(depth: int) -> dict[str, Any]:
-    node: dict[str, Any] = {"leaf": 1}
-    for _ in range(depth):
-        node = {"n": node}
-    return node
-
-
 async def test_apply_packed_takes_a_pickled_list_of_tuples(host: TwinHost) -> None:
     messages = [
-        tele("p-1", T0 - 2, temperature=20.0),
-        tele("p-2", T0 - 2, device_type="smart-meter", power=3.0),
-        tele("p-1", T0 - 3, temperature=19.0),  # stale
-        tele("bad id", temperature=1.0),
+        telemetry("p-1", T0 - 2, temperature=20.0),
+        telemetry("p-2", T0 - 2, device_type="smart-meter", power=3.0),
+        telemetry("p-1", T0 - 3, temperature=19.0),  # stale
+        telemetry("bad id", temperature=1.0),
     ]
     blob = pickle.dumps([tuple(m) for m in messages], protocol=pickle.HIGHEST_PROTOCOL)
     result = await host.apply_packed(blob)
@@ -285,7 +258,7 @@ async def test_apply_loads_a_stored_twin_instead_of_creating_one(
     old = Twin("s-1", device_type="smart-sensor", tags={"site": "n"}, now=T0 - 1000)
     old.apply_message("telemetry", {"humidity": 30.0}, now=T0 - 1000)
     store.save_many([old.snapshot()])
-    await host.apply([tele("s-1", device_type="smart-meter", temperature=21.0)])
+    await host.apply([telemetry("s-1", device_type="smart-meter", temperature=21.0)])
     doc = await host.get("s-1")
     assert doc["type"] == "smart-sensor"
     assert doc["tags"] == {"site": "n"}
@@ -390,7 +363,7 @@ async def test_patch_desired_that_changes_nothing_commits_nothing(
 async def test_version_conflict_changes_nothing(
     host: TwinHost, store: RecordingStore, clock: FakeClock
 ) -> None:
-    await host.apply([tele("d-1", temperature=20.0)])
+    await host.apply([telemetry("d-1", temperature=20.0)])
     await host.patch_desired("d-1", {"a": 1})
     await host.flush()
     before = await host.get("d-1")
@@ -489,7 +462,7 @@ async def test_failed_commit_does_not_undo_a_concurrent_acknowledged_patch(
 async def test_failed_commit_keeps_the_twin_dirty_for_reported_state(
     host: TwinHost, store: RecordingStore
 ) -> None:
-    await host.apply([tele("d-1", temperature=20.0)])
+    await host.apply([telemetry("d-1", temperature=20.0)])
     store.fail_commits.append(ConnectionError("down"))
     with pytest.raises(StoreUnavailable):
         await host.patch_desired("d-1", {"a": 1})
@@ -509,7 +482,7 @@ async def test_patch_tags_is_durable_and_needs_an_existing_twin(
 ) -> None:
     with pytest.raises(TwinNotFound):
         await host.patch_tags("nope", {"site": "a"})
-    await host.apply([tele("t-1", temperature=1.0)])
+    await host.apply([telemetry("t-1", temperature=1.0)])
     doc = await host.patch_tags("t-1", {"site": "a", "floor": 2})
     assert doc["tags"] == {"site": "a", "floor": 2}
     saved = store.stored("t-1")
@@ -547,7 +520,7 @@ async def test_register_without_tags_still_commits_a_new_twin(
 
 
 async def test_register_retypes_an_existing_twin(host: TwinHost, store: RecordingStore) -> None:
-    await host.apply([tele("r-3", device_type=None, temperature=20.0)])
+    await host.apply([telemetry("r-3", device_type=None, temperature=20.0)])
     assert (await host.get("r-3"))["type"] == "generic"
     doc = await host.register({"id": "r-3", "type": "smart-sensor.temperature"})
     assert doc["type"] == "smart-sensor.temperature"
@@ -561,7 +534,7 @@ async def test_register_retypes_an_existing_twin(host: TwinHost, store: Recordin
 async def test_register_writes_the_entry_for_an_existing_clean_twin(
     host: TwinHost, store: RecordingStore
 ) -> None:
-    await host.apply([tele("r-4", temperature=20.0)])  # created as a smart-sensor
+    await host.apply([telemetry("r-4", temperature=20.0)])  # created as a smart-sensor
     await host.flush()
     entry = {"id": "r-4", "type": "smart-sensor", "tags": {}, "placement": "dedicated"}
     await host.register(entry)
@@ -571,7 +544,7 @@ async def test_register_writes_the_entry_for_an_existing_clean_twin(
 async def test_failed_register_leaves_the_version_as_before(
     host: TwinHost, store: RecordingStore
 ) -> None:
-    await host.apply([tele("r-5", device_type=None, temperature=20.0)])
+    await host.apply([telemetry("r-5", device_type=None, temperature=20.0)])
     before = await host.get("r-5")
     store.fail_commits.append(ConnectionError("down"))
     with pytest.raises(StoreUnavailable):
@@ -584,14 +557,14 @@ async def test_failed_register_leaves_the_version_as_before(
 
 async def test_a_failed_lifecycle_move_is_undone(host: TwinHost, store: RecordingStore) -> None:
     await host.register({"id": "l-1", "type": "smart-sensor"})
-    await host.apply([tele("l-1", temperature=20.0)])
+    await host.apply([telemetry("l-1", temperature=20.0)])
     before = await host.get("l-1")
     store.fail_commits.append(ConnectionError("down"))
     with pytest.raises(StoreUnavailable):
         await host.set_lifecycle("l-1", "suspended", registry={"id": "l-1"})
     assert await host.get("l-1") == before
     assert store.get_registry("l-1") == {"id": "l-1", "type": "smart-sensor"}
-    result = await host.apply([tele("l-1", T0 + 1, temperature=21.0)])
+    result = await host.apply([telemetry("l-1", T0 + 1, temperature=21.0)])
     assert result == ApplyResult(1, 0, ())  # still active: not refused
 
 
@@ -600,8 +573,8 @@ async def test_a_failed_model_change_leaves_the_verdict_as_before(
 ) -> None:
     for i in range(30):
         clock.advance(1)
-        await host.apply([tele("m-1", clock.now, temperature=reading(i))])
-    await host.apply([tele("m-1", clock.now + 1, temperature=80.0)])
+        await host.apply([telemetry("m-1", clock.now, temperature=reading(i))])
+    await host.apply([telemetry("m-1", clock.now + 1, temperature=80.0)])
     before = await host.get("m-1")
     assert before["anomaly"]["anomalous"] is True
     store.fail_commits.append(ConnectionError("down"))
@@ -616,14 +589,14 @@ async def test_a_failed_model_change_leaves_the_verdict_as_before(
 async def test_reported_state_is_written_behind(
     host: TwinHost, store: RecordingStore, clock: FakeClock
 ) -> None:
-    await host.apply([tele("w-1", T0, temperature=20.0)])
+    await host.apply([telemetry("w-1", T0, temperature=20.0)])
     assert store.stored("w-1") is None
     assert await host.flush() == 1
     saved = store.stored("w-1")
     assert saved is not None
     assert saved["reported"] == {"temperature": 20.0}
     clock.advance(1)
-    await host.apply([tele("w-1", T0 + 1, temperature=21.0)])
+    await host.apply([telemetry("w-1", T0 + 1, temperature=21.0)])
     saved = store.stored("w-1")
     assert saved is not None
     assert saved["reported"] == {"temperature": 20.0}  # still the old snapshot
@@ -640,7 +613,7 @@ async def test_flush_writes_only_dirty_twins_in_batches(
     settings = HostSettings(flush_interval_s=3600, sweep_interval_s=3600, flush_batch=3)
     host = TwinHost("h", store, settings=settings, clock=clock)
     try:
-        await host.apply([tele(f"f-{i}", temperature=float(i)) for i in range(7)])
+        await host.apply([telemetry(f"f-{i}", temperature=float(i)) for i in range(7)])
         assert await host.flush() == 7
         assert sorted(len(ids) for ids in store.saves) == [1, 3, 3]
         assert sorted(i for ids in store.saves for i in ids) == [f"f-{i}" for i in range(7)]
@@ -649,8 +622,8 @@ async def test_flush_writes_only_dirty_twins_in_batches(
         assert await host.flush() == 0
         assert store.saves == []
         clock.advance(1)
-        await host.apply([tele("f-2", temperature=9.0), tele("f-5", temperature=9.0)])
-        await host.apply([tele("f-2", T0 - 100, temperature=1.0)])  # stale: not dirty again
+        await host.apply([telemetry("f-2", temperature=9.0), telemetry("f-5", temperature=9.0)])
+        await host.apply([telemetry("f-2", T0 - 100, temperature=1.0)])  # stale: not dirty again
         assert await host.flush() == 2
         assert [sorted(ids) for ids in store.saves] == [["f-2", "f-5"]]
         counters = await host.stats()
@@ -660,7 +633,7 @@ async def test_flush_writes_only_dirty_twins_in_batches(
 
 
 async def test_a_failed_flush_keeps_twins_dirty(host: TwinHost, store: RecordingStore) -> None:
-    await host.apply([tele("a", temperature=1.0), tele("b", temperature=2.0)])
+    await host.apply([telemetry("a", temperature=1.0), telemetry("b", temperature=2.0)])
     store.fail_saves.append(ConnectionError("down"))
     with pytest.raises(ConnectionError):
         await host.flush()
@@ -682,8 +655,8 @@ async def test_sweep_passivates_idle_twins(
     try:
         await host.apply(
             [
-                tele("idle", device_type=None, temperature=20.0),
-                tele("busy", device_type=None, temperature=20.0),
+                telemetry("idle", device_type=None, temperature=20.0),
+                telemetry("busy", device_type=None, temperature=20.0),
             ]
         )
         clock.advance(40)
@@ -699,7 +672,7 @@ async def test_sweep_passivates_idle_twins(
         counters = await host.stats()
         assert (counters["active"], counters["passivated"]) == (1, 1)
         # a later message brings it back with its state
-        await host.apply([tele("idle", device_type=None, humidity=30.0)])
+        await host.apply([telemetry("idle", device_type=None, humidity=30.0)])
         doc = await host.get("idle")
         assert doc["reported"] == {"temperature": 20.0, "humidity": 30.0}
         assert doc["version"] == 2
@@ -719,7 +692,7 @@ async def test_passivated_twin_keeps_its_model_state(
     try:
         for i in range(30):
             clock.advance(1)
-            await host.apply([tele("m-1", clock.now, temperature=reading(i))])
+            await host.apply([telemetry("m-1", clock.now, temperature=reading(i))])
             ref.apply_message("telemetry", {"temperature": reading(i)}, now=clock.now, ts=clock.now)
         assert (await host.get("m-1"))["anomaly"] == ref.document()["anomaly"]
         clock.advance(31)  # offline first, then idle
@@ -735,7 +708,7 @@ async def test_passivated_twin_keeps_its_model_state(
         for i in range(30, 40):
             value = 35.0 if i == 39 else reading(i)  # the last one is far off the mean
             clock.advance(1)
-            await host.apply([tele("m-1", clock.now, temperature=value)])
+            await host.apply([telemetry("m-1", clock.now, temperature=value)])
             ref.apply_message("telemetry", {"temperature": value}, now=clock.now, ts=clock.now)
             doc = await host.get("m-1")
             assert doc["anomaly"] == ref.document()["anomaly"]
@@ -750,7 +723,7 @@ async def test_passivated_twin_keeps_its_model_state(
 async def test_passivate_keeps_twins_that_cannot_be_saved(
     host: TwinHost, store: RecordingStore
 ) -> None:
-    await host.apply([tele("a", temperature=1.0)])
+    await host.apply([telemetry("a", temperature=1.0)])
     store.fail_saves.append(ConnectionError("down"))
     with pytest.raises(ConnectionError):
         await host.passivate(["a"])
@@ -767,11 +740,14 @@ async def test_sweep_marks_silent_twins_offline_after_their_family_interval(
 ) -> None:
     # smart-sensor: reports every 10 s, offline after 3 intervals; generic: after 180 s
     await host.apply(
-        [tele("sensor", temperature=20.0), tele("thing", device_type=None, temperature=20.0)]
+        [
+            telemetry("sensor", temperature=20.0),
+            telemetry("thing", device_type=None, temperature=20.0),
+        ]
     )
     await host.flush()
     clock.advance(20)
-    await host.apply([tele("chatty", temperature=20.0)])
+    await host.apply([telemetry("chatty", temperature=20.0)])
     clock.advance(10)  # sensor silent for exactly 30 s: not yet
     assert await host.sweep() == (0, 0)
     assert (await host.get("sensor"))["connectivity"]["online"] is True
@@ -789,7 +765,7 @@ async def test_sweep_marks_silent_twins_offline_after_their_family_interval(
     assert saved is not None
     assert saved["online"] is False
     # a message brings it back online
-    await host.apply([tele("sensor", temperature=21.0)])
+    await host.apply([telemetry("sensor", temperature=21.0)])
     assert (await host.get("sensor"))["connectivity"]["online"] is True
     assert (await host.stats())["offline"] == 1
 
@@ -802,7 +778,7 @@ async def _fleet(host: TwinHost) -> None:
     for i in range(10):
         kind = "smart-sensor.temperature" if i % 3 == 0 else "smart-meter"
         await host.register({"id": f"q-{i}", "type": kind, "tags": {"zone": "a" if i < 5 else "b"}})
-        await host.apply([tele(f"q-{i}", device_type=None, temperature=20.0)])
+        await host.apply([telemetry(f"q-{i}", device_type=None, temperature=20.0)])
     await host.flush()
     await host.passivate([f"q-{i}" for i in range(1, 10, 2)])
 
@@ -881,8 +857,8 @@ async def test_query_filters_by_type_tags_online_and_anomalous(
     for twin_id in ("q-2", "q-3"):
         for i in range(30):
             clock.advance(1)
-            await host.apply([tele(twin_id, clock.now, temperature=reading(i))])
-        await host.apply([tele(twin_id, clock.now + 1, temperature=80.0)])
+            await host.apply([telemetry(twin_id, clock.now, temperature=reading(i))])
+        await host.apply([telemetry(twin_id, clock.now + 1, temperature=80.0)])
     await host.flush()
     await host.passivate(["q-3"])
     assert await ids(TwinFilter(anomalous=True)) == ["q-2", "q-3"]
@@ -920,9 +896,9 @@ async def test_query_scans_past_a_page_of_foreign_twins(
 async def test_query_prefers_the_live_twin_to_its_snapshot(
     host: TwinHost, store: RecordingStore
 ) -> None:
-    await host.apply([tele("l-1", temperature=1.0)])
+    await host.apply([telemetry("l-1", temperature=1.0)])
     await host.flush()
-    await host.apply([tele("l-1", T0 + 5, temperature=2.0)])
+    await host.apply([telemetry("l-1", T0 + 5, temperature=2.0)])
     page = await host.query(TwinFilter())
     assert [d["reported"] for d in page.items] == [{"temperature": 2.0}]
     assert page.live == frozenset({"l-1"})
@@ -939,7 +915,7 @@ async def test_release_passivates_twins_the_host_no_longer_owns(
     host: TwinHost, store: RecordingStore
 ) -> None:
     twin_ids = [f"r-{n}" for n in range(30)]
-    await host.apply([tele(i, temperature=1.0) for i in twin_ids])
+    await host.apply([telemetry(i, temperature=1.0) for i in twin_ids])
     assert await host.release(Placement(("h",))) == 0
     placement = Placement(("h", "h2"))
     gone = [i for i in twin_ids if placement.owner(i) != "h"]
@@ -955,7 +931,7 @@ async def test_stop_flushes_and_closes_the_store(
 ) -> None:
     host = TwinHost("h", store, settings=QUIET, clock=clock)
     await host.start()
-    await host.apply([tele("s-1", temperature=1.0), tele("s-2", temperature=2.0)])
+    await host.apply([telemetry("s-1", temperature=1.0), telemetry("s-2", temperature=2.0)])
     await host.patch_desired("s-3", {"a": 1})
     assert await host.stop() == 2
     assert store.closed
@@ -969,12 +945,15 @@ async def test_the_loops_flush_and_sweep_on_their_own(ray_stays_down: None) -> N
     await host.start()
     await host.start()  # idempotent
     try:
-        await host.apply([tele("loop-1", temperature=1.0)])
-        await _until(lambda: store.stored("loop-1") is not None)
+        await host.apply([telemetry("loop-1", temperature=1.0)])
+        await eventually(lambda: store.stored("loop-1") is not None, retry_errors=False)
         # a failing store does not kill the loop: the next round writes
         store.fail_saves.extend([ConnectionError("down")] * 3)
-        await host.apply([tele("loop-1", temperature=2.0, ts=None)])
-        await _until(lambda: (store.stored("loop-1") or {}).get("reported") == {"temperature": 2.0})
+        await host.apply([telemetry("loop-1", temperature=2.0, ts=None)])
+        await eventually(
+            lambda: (store.stored("loop-1") or {}).get("reported") == {"temperature": 2.0},
+            retry_errors=False,
+        )
         assert not store.fail_saves
     finally:
         await host.stop()
@@ -986,20 +965,11 @@ async def test_the_sweep_loop_passivates(ray_stays_down: None) -> None:
     settings = HostSettings(flush_interval_s=3600, sweep_interval_s=0.02, idle_timeout_s=0.05)
     host = TwinHost("h", store, settings=settings)
     try:
-        await host.apply([tele("idle-1", temperature=1.0)])  # starts the loops
-        await _until(lambda: not host.active_ids())
+        await host.apply([telemetry("idle-1", temperature=1.0)])  # starts the loops
+        await eventually(lambda: not host.active_ids(), retry_errors=False)
         assert store.stored("idle-1") is not None
     finally:
         await host.stop()
-
-
-async def _until(condition: Any, *, rounds: int = 500) -> None:
-    """Let the loops run until ``condition()`` holds (a generous bound, not a timing check)."""
-    for _ in range(rounds):
-        if condition():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("condition never held")
 
 
 def test_settings_are_validated() -> None:
@@ -1025,9 +995,9 @@ async def test_a_family_assignment_switches_its_twins_but_not_those_with_their_o
 ) -> None:
     await host.apply(
         [
-            tele("m-1", device_type="smart-meter", power=1.0),
-            tele("m-2", device_type="smart-meter", power=1.0),
-            tele("s-1", device_type="smart-sensor", temperature=20.0),
+            telemetry("m-1", device_type="smart-meter", power=1.0),
+            telemetry("m-2", device_type="smart-meter", power=1.0),
+            telemetry("s-1", device_type="smart-sensor", temperature=20.0),
         ]
     )
     own = await host.set_model("m-2", "mad", {"window": 10, "warmup": 5})
@@ -1042,7 +1012,7 @@ async def test_a_family_assignment_switches_its_twins_but_not_those_with_their_o
     assert (await host.get("s-1"))["anomaly"]["model"] == "ewma"  # another family
 
     # New twins of the family get it too; back to the built-in default when unassigned.
-    await host.apply([tele("m-3", device_type="smart-meter", power=2.0)])
+    await host.apply([telemetry("m-3", device_type="smart-meter", power=2.0)])
     assert (await host.get("m-3"))["anomaly"]["model"] == "stuck"
     assert await host.set_family_model("smart-meter", None) == 2
     assert (await host.get("m-1"))["anomaly"]["source"] == "default"
@@ -1054,7 +1024,7 @@ async def test_a_sleeping_twin_wakes_up_with_the_model_assigned_meanwhile(
     ray_stays_down: None, store: RecordingStore, clock: FakeClock
 ) -> None:
     first = TwinHost("h", store, settings=QUIET, clock=clock)
-    await first.apply([tele("m-1", device_type="smart-meter", power=1.0)])
+    await first.apply([telemetry("m-1", device_type="smart-meter", power=1.0)])
     await first.stop()
     second = TwinHost(
         "h",
@@ -1072,7 +1042,7 @@ async def test_a_sleeping_twin_wakes_up_with_the_model_assigned_meanwhile(
 
 
 async def test_bad_model_assignments_are_refused(host: TwinHost) -> None:
-    await host.apply([tele("m-1", device_type="smart-meter", power=1.0)])
+    await host.apply([telemetry("m-1", device_type="smart-meter", power=1.0)])
     with pytest.raises(
         UnknownModel, match=r"known: combined, ewma, (level, )?mad, mahalanobis, sklearn, stuck"
     ):
@@ -1087,7 +1057,7 @@ async def test_bad_model_assignments_are_refused(host: TwinHost) -> None:
 async def test_model_parameters_of_the_wrong_type_are_refused_as_bad_input(
     host: TwinHost,
 ) -> None:
-    await host.apply([tele("m-1", device_type="smart-meter", power=1.0)])
+    await host.apply([telemetry("m-1", device_type="smart-meter", power=1.0)])
     for model, params in (("ewma", {"alpha": "x"}), ("combined", {"ewma": 5})):
         with pytest.raises(InvalidRequest, match=f"parameters of model '{model}'") as caught:
             await host.set_model("m-1", model, params)
@@ -1135,7 +1105,7 @@ def test_history_waiting_for_a_slow_sink_is_bounded_and_drops_counted(
 
 
 def test_history_older_than_the_retention_is_deleted_by_the_hosts() -> None:
-    clock = FakeClock()
+    clock = FakeClock(T0)
     sink = MemoryTelemetrySink()
     settings = HostSettings(
         flush_interval_s=3600.0,

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from waiting import eventually
+from helpers import eventually, free_port
 
 from twinfleet.errors import StoreUnavailable
 from twinfleet.runtime import DeviceMessage
@@ -44,9 +43,7 @@ class Victoria:
     """A private VictoriaMetrics that a test can stop and start again (same port, same data)."""
 
     def __init__(self, data: Path) -> None:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = int(sock.getsockname()[1])
+        self.port = free_port()
         self.data = data
         self.proc: subprocess.Popen[bytes] | None = None
         self.base = f"http://127.0.0.1:{self.port}"

@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import helpers
 import pytest
 
 from twinfleet import Runtime
@@ -41,7 +42,8 @@ def runtime(store_url: str) -> Iterator[Runtime]:
 
 
 def telemetry(device_id: str, ts: float, **values: float) -> DeviceMessage:
-    return DeviceMessage(device_id, "telemetry", dict(values), ts, "test", "smart-sensor")
+    """A smart sensor's reading, over the protocol "test"."""
+    return helpers.telemetry(device_id, ts, "test", **values)
 
 
 def test_ingested_telemetry_reaches_the_twin(runtime: Runtime) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -12,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import free_port
 
 from twinfleet.errors import StoreUnavailable
 from twinfleet.runtime.stores import (
@@ -324,16 +324,9 @@ def test_redis_scan_skips_keys_deleted_behind_the_index(redis_url: str) -> None:
         raw.close()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
-
-
 @pytest.mark.timeout(10)
 def test_redis_unreachable_raises_store_unavailable() -> None:
-    url = f"redis://127.0.0.1:{_free_port()}/0?prefix=tf&retries=1&socket_connect_timeout=0.2"
+    url = f"redis://127.0.0.1:{free_port()}/0?prefix=tf&retries=1&socket_connect_timeout=0.2"
     store = RedisStore(url, backoff_base=0.01)
     with pytest.raises(StoreUnavailable, match=r"could not commit twin 'a'") as info:
         store.commit(snap("a"))

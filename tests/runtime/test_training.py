@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from waiting import eventually
+from helpers import eventually
 
 from twinfleet import Runtime
 from twinfleet.errors import InvalidRequest, UnknownModel

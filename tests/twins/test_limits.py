@@ -6,6 +6,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 import pytest
+from helpers import nested
 
 from twinfleet.twins import (
     MAX_DEPTH,
@@ -18,14 +19,6 @@ from twinfleet.twins import (
     parse_timestamp,
     validate_device_id,
 )
-
-
-def nested(levels: int, leaf: Any = 1) -> dict[str, Any]:
-    """An object ``levels`` objects deep: ``nested(1) == {"k": 1}``."""
-    value: Any = leaf
-    for _ in range(levels):
-        value = {"k": value}
-    return value
 
 
 def test_limits_are_those_of_the_design() -> None:

@@ -9,6 +9,7 @@ from typing import Any
 
 import orjson
 import pytest
+from helpers import nested
 
 from twinfleet.errors import InvalidRequest
 from twinfleet.twins import (
@@ -28,14 +29,6 @@ T0 = 1_700_000_000.0
 
 def make_twin(**kwargs: Any) -> Twin:
     return Twin("pump-7", now=T0, **kwargs)
-
-
-def nested(levels: int, leaf: Any = 1) -> dict[str, Any]:
-    """An object ``levels`` objects deep: ``nested(1) == {"k": 1}``."""
-    value: Any = leaf
-    for _ in range(levels):
-        value = {"k": value}
-    return value
 
 
 def state_of(twin: Twin) -> dict[str, Any]:

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import pytest
+from helpers import FakeClock, settle
 
 from twinfleet.runtime.host import CallLedger, HostSettings, TwinHost
 from twinfleet.runtime.stores import MemoryStore
@@ -15,20 +16,6 @@ from twinfleet.twins import StoreUnavailable, VersionConflict
 
 T0 = 1_700_000_000.0
 QUIET = HostSettings(flush_interval_s=3600.0, sweep_interval_s=3600.0, event_interval_s=3600.0)
-
-
-class FakeClock:
-    """A clock that moves only when told to."""
-
-    def __init__(self, now: float = T0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        """Move the clock on."""
-        self.now += seconds
 
 
 class CountingStore(MemoryStore):
@@ -49,7 +36,7 @@ class CountingStore(MemoryStore):
 
 @pytest.fixture
 def clock() -> FakeClock:
-    return FakeClock()
+    return FakeClock(T0)
 
 
 @pytest.fixture
@@ -79,12 +66,6 @@ def counted(calls: Calls, answer: Any = None, *, error: Exception | None = None)
         return {"answer": answer, "seen": []}
 
     return call
-
-
-async def settle() -> None:
-    """Let every task that can run, run."""
-    for _ in range(20):
-        await asyncio.sleep(0)
 
 
 async def test_without_a_call_id_every_call_runs(no_ray: None) -> None:
@@ -180,7 +161,7 @@ async def test_a_caller_that_gives_up_does_not_stop_the_call(no_ray: None) -> No
 
 
 async def test_call_ids_are_forgotten_after_the_ttl(no_ray: None) -> None:
-    clock = FakeClock()
+    clock = FakeClock(T0)
     ledger = CallLedger(ttl_s=600.0, clock=clock)
     calls: Calls = []
     await ledger.once("m", "id-1", counted(calls, 1))
@@ -205,7 +186,7 @@ async def test_only_the_newest_call_ids_are_kept(no_ray: None) -> None:
 
 
 async def test_a_running_call_is_never_forgotten(no_ray: None) -> None:
-    clock = FakeClock()
+    clock = FakeClock(T0)
     ledger = CallLedger(capacity=1, ttl_s=10.0, clock=clock)
     release = asyncio.Event()
     calls: Calls = []

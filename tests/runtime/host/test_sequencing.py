@@ -8,7 +8,7 @@ import pickle
 from collections.abc import Sequence
 
 import pytest
-from waiting import eventually
+from helpers import eventually, settle
 
 from twinfleet.runtime.host import BatchSequencer, HostSettings, TwinHost
 from twinfleet.runtime.messages import ApplyResult, DeviceMessage
@@ -18,12 +18,6 @@ T0 = 1_700_000_000.0
 QUIET = HostSettings(flush_interval_s=3600.0, sweep_interval_s=3600.0)
 LONG = 60.0  # an order timeout no test waits for: a batch that goes did not time out
 SHORT = 0.01  # an order timeout a test does wait for
-
-
-async def settle() -> None:
-    """Let every task that can run, run (a few loop turns: a blocked batch stays blocked)."""
-    for _ in range(20):
-        await asyncio.sleep(0)
 
 
 class Batches:

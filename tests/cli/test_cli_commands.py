@@ -7,18 +7,14 @@ import json
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
+from helpers import T0, Served, free_port
 
 from twinfleet.cli.cli import cli
 from twinfleet.client import TwinClient
 from twinfleet.runtime import DeviceMessage
-
-from .conftest import T0, free_port
-
-Served = Any  # the fixture's class lives in conftest.py
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_session")]
 
