@@ -140,54 +140,45 @@ async def test_a_restarted_host_is_found_again() -> None:
         await second.close()
 
 
-async def test_a_call_in_flight_when_the_connection_drops_is_sent_again() -> None:
-    target = Target()
-    server = HostServer(target, METHODS)
+async def _dropped_mid_call(*, resend: bool) -> tuple[asyncio.Future[Any], list[int]]:
+    """A slow call whose connection the host side aborts while it runs; how often the
+    channel asked where the host is (a list, so it can be read after the call ends)."""
+    server = HostServer(Target(), METHODS)
     endpoint = await server.start("127.0.0.1")
-    resolved = 0
+    resolved = [0]
 
     async def resolve() -> Endpoint:
-        nonlocal resolved
-        resolved += 1
+        resolved[0] += 1
         return endpoint
 
     channel = HostChannel(resolve)
-    try:
-        call = asyncio.ensure_future(channel.call("slow", (0.3,)))
-        await asyncio.sleep(0.1)
-        for writer in list(server._connections):
-            writer.transport.abort()
-        assert await call == "done"
-        assert resolved == 2
-    finally:
-        await channel.close()
-        await server.close()
+    call = asyncio.ensure_future(channel.call("slow", (0.3,), resend=resend))
+    await asyncio.sleep(0.1)
+    for writer in list(server._connections):
+        writer.transport.abort()
+
+    async def finished() -> Any:
+        try:
+            return await call
+        finally:
+            await channel.close()
+            await server.close()
+
+    return asyncio.ensure_future(finished()), resolved
+
+
+async def test_a_call_in_flight_when_the_connection_drops_is_sent_again() -> None:
+    call, resolved = await _dropped_mid_call(resend=True)
+    assert await call == "done"
+    assert resolved[0] == 2
 
 
 async def test_a_call_that_may_not_be_resent_fails_when_its_connection_drops() -> None:
     """Not idempotent and no call id: the host may have applied it, so it is not sent again."""
-    target = Target()
-    server = HostServer(target, METHODS)
-    endpoint = await server.start("127.0.0.1")
-    resolved = 0
-
-    async def resolve() -> Endpoint:
-        nonlocal resolved
-        resolved += 1
-        return endpoint
-
-    channel = HostChannel(resolve)
-    try:
-        call = asyncio.ensure_future(channel.call("slow", (0.3,), resend=False))
-        await asyncio.sleep(0.1)
-        for writer in list(server._connections):
-            writer.transport.abort()
-        with pytest.raises(ConnectionLost):
-            await call
-        assert resolved == 1
-    finally:
-        await channel.close()
-        await server.close()
+    call, resolved = await _dropped_mid_call(resend=False)
+    with pytest.raises(ConnectionLost):
+        await call
+    assert resolved[0] == 1
 
 
 async def test_an_error_code_this_side_does_not_know_is_internal() -> None:
