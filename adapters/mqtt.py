@@ -385,7 +385,9 @@ class MqttGateway:
                 self._queue(_Response(device_id, match.command_id, decode_command_response(body)))
             elif decode_status(body):
                 if not message.retain:  # a retained "online" is old news, not a sign of life
-                    self._queue(DeviceMessage(device_id, "reported", {}, protocol=PROTOCOL))
+                    self._queue(
+                        DeviceMessage(device_id, "reported", {}, protocol=PROTOCOL, received=now)
+                    )
             else:
                 self._queue(_Offline(device_id))
         except TwinfleetError as err:

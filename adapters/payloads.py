@@ -120,7 +120,7 @@ def decode_telemetry(
     if fmt is None:
         value = _load_json(body)
         if isinstance(value, dict):
-            return [_measurements(value, device_id, protocol)]
+            return [_measurements(value, device_id, protocol, received)]
         if isinstance(value, list):
             return _senml(value, device_id, protocol=protocol, received=received)
         raise MalformedPayload(
@@ -136,7 +136,7 @@ def decode_telemetry(
                 f"{ContentFormat['SENML_' + fmt.name].value})",
                 field="payload",
             )
-        return [_measurements(value, device_id, protocol)]
+        return [_measurements(value, device_id, protocol, received)]
     value = _load(body, fmt)
     if not isinstance(value, list):
         raise MalformedPayload(
@@ -158,10 +158,9 @@ def decode_reported(
 ) -> DeviceMessage:
     """Decode a reported-state body (a JSON or CBOR object: a merge patch) for ``device_id``.
 
-    An optional ``ts`` key stays in the patch for the twin and is checked here. ``received`` is
-    accepted for symmetry with :func:`decode_telemetry`; the runtime stamps its own "now".
+    An optional ``ts`` key stays in the patch for the twin and is checked here. ``received``
+    (when the edge got it) travels with the message: presence is judged by it.
     """
-    del received  # the twin uses the time the host applies the patch
     _check_size(body)
     fmt = _object_format(fmt, "reported state")
     device_id = validate_device_id(device_id)
@@ -172,12 +171,14 @@ def decode_reported(
             field="payload",
         )
     _check_ts(value, "ts")
-    return DeviceMessage(device_id, "reported", value, protocol=protocol)
+    return DeviceMessage(device_id, "reported", value, protocol=protocol, received=received)
 
 
-def _measurements(payload: dict[str, Any], device_id: str, protocol: str) -> DeviceMessage:
+def _measurements(
+    payload: dict[str, Any], device_id: str, protocol: str, received: float
+) -> DeviceMessage:
     _check_ts(payload, "ts")
-    return DeviceMessage(device_id, "telemetry", payload, protocol=protocol)
+    return DeviceMessage(device_id, "telemetry", payload, protocol=protocol, received=received)
 
 
 def _check_ts(payload: dict[str, Any], field: str) -> None:
@@ -287,7 +288,7 @@ def _senml(
         if "s" in fields:
             values[f"{name}_sum"] = _finite(base_sum + fields["s"], f"{where}.s")
     return [
-        DeviceMessage(device_id, "telemetry", values, ts=ts, protocol=protocol)
+        DeviceMessage(device_id, "telemetry", values, ts=ts, protocol=protocol, received=received)
         for ts, values in groups.items()
     ]
 
@@ -449,7 +450,9 @@ def decode_lorawan_uplink(body: bytes, *, received: float) -> DeviceMessage:
         if isinstance(moment, str):
             moment = _FRACTION.sub(r"\1", moment, count=1)
         ts = parse_timestamp(moment, field="time")
-    return DeviceMessage(device_id, "telemetry", payload, ts=ts, protocol="lorawan")
+    return DeviceMessage(
+        device_id, "telemetry", payload, ts=ts, protocol="lorawan", received=received
+    )
 
 
 def _storable(key: str, value: Any) -> bool:

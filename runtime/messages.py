@@ -11,7 +11,10 @@ class DeviceMessage(NamedTuple):
     """One message from a device: telemetry (measurements) or a reported-state merge patch.
 
     ``ts`` is the measurement time in Unix seconds when the transport knows it (a ``ts`` key in
-    the payload wins); ``device_type`` names the family for a twin this message creates.
+    the payload wins); ``device_type`` names the family for a twin this message creates;
+    ``received`` is when the edge (gateway, CoAP endpoint) got it, in Unix seconds: presence
+    and the platform's lag are judged by it, so a backlog inside the platform is not mistaken
+    for a silent device.
     """
 
     device_id: str
@@ -20,6 +23,7 @@ class DeviceMessage(NamedTuple):
     ts: float | None = None
     protocol: str | None = None
     device_type: str | None = None
+    received: float | None = None
 
 
 class Rejection(NamedTuple):

@@ -97,6 +97,10 @@ class FakeClock:
         """Move the clock on."""
         self.now += seconds
 
+    def set(self, now: float) -> None:
+        """Set the clock to ``now``."""
+        self.now = now
+
 
 # -- messages -------------------------------------------------------------------------------------
 
@@ -106,10 +110,12 @@ def telemetry(
     ts: float | None = None,
     protocol: str = "mqtt",
     device_type: str | None = "smart-sensor",
+    received: float | None = None,
     **values: Any,
 ) -> DeviceMessage:
-    """A telemetry message of ``values`` from a device (a smart sensor over MQTT unless told)."""
-    return DeviceMessage(twin_id, "telemetry", values, ts, protocol, device_type)
+    """A telemetry message of ``values`` from a device (a smart sensor over MQTT unless told);
+    ``received``: when an edge got it."""
+    return DeviceMessage(twin_id, "telemetry", values, ts, protocol, device_type, received)
 
 
 def nested(levels: int, leaf: Any = 1) -> dict[str, Any]:

@@ -40,6 +40,7 @@ from .merge import (
     validate_values,
     visible_stamps,
 )
+from .presence import damping_after, is_silent
 
 __all__ = ["LIFECYCLE_STATES", "MessageKind", "ModelSlot", "Twin", "TwinCheckpoint"]
 
@@ -87,6 +88,7 @@ class Twin:
         "model",
         "model_info",
         "online",
+        "presence_damping",
         "protocol",
         "reported",
         "reported_ts",
@@ -125,6 +127,7 @@ class Twin:
         self.updated = now
         self.online = False
         self.last_seen: float | None = None
+        self.presence_damping = 1.0  # stretches the offline threshold of a flapping device
         self.protocol: str | None = None
         self.model = model
         self.anomaly_score = 0.0
@@ -150,11 +153,14 @@ class Twin:
         now: float,
         ts: float | None = None,
         protocol: str | None = None,
+        seen: float | None = None,
     ) -> int:
         """Apply a device's telemetry or reported patch; return how many leaves it changed.
 
         ``ts`` is the measurement time when the transport knows it; a ``ts`` key inside the
         payload wins. Stale leaves are skipped (the caller still stores them as history).
+        ``seen`` is when the edge received the message (default ``now``): the device's
+        ``last_seen``, which presence is judged by (:mod:`twinfleet.twins.presence`).
         """
         if not isinstance(payload, dict):
             raise InvalidPatch(f"a {kind} payload must be a JSON object", field="payload")
@@ -217,8 +223,7 @@ class Twin:
             accepted = self._merge_checked(payload, ts, numeric)
         else:
             accepted = merge_timestamped(reported, self.reported_ts, payload, ts, numeric)
-        self.last_seen = now
-        self.online = True
+        self._seen(now if seen is None or seen > now else seen)
         if protocol is not None:
             self.protocol = protocol
         if not accepted:
@@ -333,6 +338,31 @@ class Twin:
         if news:
             self._bump(now)
         return news
+
+    def _seen(self, when: float) -> None:
+        last = self.last_seen
+        if last is not None:
+            if when < last:
+                return  # an older message (through another gateway, say) tells nothing new
+            self.presence_damping = damping_after(
+                self.presence_damping,
+                gap=when - last,
+                offline_after_s=self.family.offline_after_s,
+                was_online=self.online,
+            )
+        self.last_seen = when
+        self.online = True
+
+    def silent(self, *, now: float, lag: float = 0.0) -> bool:
+        """Whether this online device has been silent past its (damped) threshold at ``now``,
+        not counting ``lag`` of the platform's own."""
+        return self.online and is_silent(
+            self.last_seen,
+            now=now,
+            offline_after_s=self.family.offline_after_s,
+            lag=lag,
+            damping=self.presence_damping,
+        )
 
     def mark_offline(self, *, now: float) -> bool:
         """Count this twin as offline (silence or a last will); return whether that is news."""
@@ -629,6 +659,7 @@ class Twin:
         twin.updated = snapshots.updated(snap)
         twin.online = snapshots.online(snap)
         twin.last_seen = snapshots.last_seen(snap)
+        twin.presence_damping = 1.0
         twin.protocol = snapshots.protocol(snap)
         twin.anomaly_score, twin.anomalous, twin.anomaly_since = snapshots.anomaly(snap)
         twin.scored = 0

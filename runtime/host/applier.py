@@ -96,7 +96,14 @@ class MessageApplier:
             was_anomalous = twin.anomalous
             was_scored = twin.scored
             try:
-                changed = twin.apply_message(msg[1], msg[2], now=now, ts=msg[3], protocol=msg[4])
+                changed = twin.apply_message(
+                    msg[1],
+                    msg[2],
+                    now=now,
+                    ts=msg[3],
+                    protocol=msg[4],
+                    seen=msg[6] if len(msg) > 6 else None,
+                )
             except TwinfleetError as err:
                 rejected.append(Rejection(twin_id, err.code, err.message))
                 protocols.append(msg[4])

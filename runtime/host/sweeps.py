@@ -8,6 +8,7 @@ from twinfleet.twins import TwinNotFound
 
 from .activation import Activation
 from .commands import Commands
+from .delays import DelaySamples
 from .outbox import Outbox, presence_data
 from .residents import Residents
 from .settings import HostSettings
@@ -19,7 +20,11 @@ _SWEEP_STEP = 5000  # twins swept between two turns of the event loop
 
 class Sweeper:
     """Marks silent twins offline (and those whose device left a last will), closes commands
-    whose time is up, and passivates twins idle for longer than the idle timeout."""
+    whose time is up, and passivates twins idle for longer than the idle timeout.
+
+    Silence is judged by :mod:`twinfleet.twins.presence`: on the edges' clock, less this host's
+    current lag for the twin's protocol, with each twin's flap damping.
+    """
 
     def __init__(
         self,
@@ -28,26 +33,28 @@ class Sweeper:
         commands: Commands,
         outbox: Outbox,
         settings: HostSettings,
+        *,
+        delays: DelaySamples | None = None,
     ) -> None:
         self._residents = residents
         self._activation = activation
         self._commands = commands
         self._outbox = outbox
         self._settings = settings
+        self._delays = delays or DelaySamples()
 
     async def sweep(self) -> tuple[int, int]:
         """Mark silent twins offline and passivate idle ones; return (offline, passivated)."""
         residents = self._residents
         now = residents.clock()
         offline = 0
+        lags = self._delays.lags()
         for n, twin in enumerate(list(residents.twins.values())):
             if n % _SWEEP_STEP == _SWEEP_STEP - 1:
                 await asyncio.sleep(0)  # a sweep over many twins must not stall calls
-            if (
-                twin.online
-                and twin.last_seen is not None
-                and now - twin.last_seen > twin.family.offline_after_s
-                and twin.mark_offline(now=now)
+                now = residents.clock()
+            if twin.silent(now=now, lag=lags.get(twin.protocol or "", 0.0)) and twin.mark_offline(
+                now=now
             ):
                 residents.dirty.add(twin.id)
                 offline += 1

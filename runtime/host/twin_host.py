@@ -102,7 +102,9 @@ class TwinHost:
         self._commands = Commands(residents, self._activation, self._writes, outbox)
         self._queries = Queries(residents, self._models)
         self._write_behind = WriteBehind(residents, self._history, settings)
-        self._sweeper = Sweeper(residents, self._activation, self._commands, outbox, settings)
+        self._sweeper = Sweeper(
+            residents, self._activation, self._commands, outbox, settings, delays=self._delays
+        )
         self._calls = CallLedger(clock=clock)
         self._tasks: list[asyncio.Task[None]] = []
         self._stopped = False
@@ -485,6 +487,7 @@ class TwinHost:
             "online": sum(1 for t in twins.values() if t.online),
             "rss_bytes": psutil.Process().memory_info().rss,
             "pid": os.getpid(),
+            "lag": self._delays.histograms(),
             **self._residents.counters,
         }
 

@@ -91,6 +91,7 @@ def test_a_json_object_is_one_telemetry_message() -> None:
         {"temperature": 21.5, "humidity": 45, "door": "closed", "pos": {"lat": 52.37}},
         ts=None,
         protocol="mqtt",
+        received=NOW,
     )
 
 
@@ -236,7 +237,12 @@ def senml(pack: list[dict[str, Any]], fmt: ContentFormat | None = None) -> list[
 def test_rfc_single_datapoint(fmt: ContentFormat | None) -> None:
     assert senml(RFC_SINGLE, fmt) == [
         DeviceMessage(
-            "pump-7", "telemetry", {"urn:dev:ow:10e2073a01080063": 23.1}, ts=NOW, protocol="coap"
+            "pump-7",
+            "telemetry",
+            {"urn:dev:ow:10e2073a01080063": 23.1},
+            ts=NOW,
+            protocol="coap",
+            received=NOW,
         )
     ]
 
@@ -409,7 +415,7 @@ def test_reported_is_one_merge_patch(fmt: ContentFormat | None) -> None:
     patch = {"firmware": {"current": "1.4.2"}, "config": {"interval_s": 60, "old": None}}
     body = cbor2.dumps(patch) if fmt is ContentFormat.CBOR else dumps(patch)
     message = decode_reported(body, "pump-7", fmt=fmt, protocol="mqtt", received=NOW)
-    assert message == DeviceMessage("pump-7", "reported", patch, protocol="mqtt")
+    assert message == DeviceMessage("pump-7", "reported", patch, protocol="mqtt", received=NOW)
 
 
 @pytest.mark.parametrize("body", [b"[]", b'"x"', b"1", b"null"])

@@ -16,6 +16,7 @@ from twinfleet.errors import InvalidRequest
 from twinfleet.models import default_registry
 from twinfleet.runtime.host import HostSettings, TwinHost
 from twinfleet.runtime.host import history as history_module
+from twinfleet.runtime.host.delays import LAG_BUCKETS, SAMPLES_PER_BATCH
 from twinfleet.runtime.messages import ApplyResult, DeviceMessage
 from twinfleet.runtime.placement import Placement
 from twinfleet.runtime.stores import MemoryStore, StateStore
@@ -768,6 +769,84 @@ async def test_sweep_marks_silent_twins_offline_after_their_family_interval(
     await host.apply([telemetry("sensor", temperature=21.0)])
     assert (await host.get("sensor"))["connectivity"]["online"] is True
     assert (await host.stats())["offline"] == 1
+
+
+async def test_a_backlog_inside_the_platform_marks_nobody_offline(
+    host: TwinHost, clock: FakeClock
+) -> None:
+    # Two sensors (offline after 30 s) report every 10 s; the edge received each message on
+    # time, but the host gets to them 100 s late (a backlog inside the platform).
+    for step in range(12):
+        received = T0 + 10 * step
+        clock.set(received + 100)
+        await host.apply(
+            [telemetry(i, received=received, temperature=20.0 + step) for i in ("s-1", "s-2")]
+        )
+        assert await host.sweep() == (0, 0)
+    twin = await host.get("s-1")
+    assert twin["connectivity"]["online"] is True
+    assert twin["connectivity"]["last_seen"] == T0 + 110  # the edge's time, not the host's
+    # The backlog stays; s-2 really falls silent: offline once its silence, less the lag,
+    # passes 30 s, and s-1 (still reporting) stays online.
+    for step in range(12, 17):
+        received = T0 + 10 * step
+        clock.set(received + 100)
+        await host.apply([telemetry("s-1", received=received, temperature=1.0)])
+        await host.sweep()
+    assert (await host.get("s-1"))["connectivity"]["online"] is True
+    assert (await host.get("s-2"))["connectivity"]["online"] is False
+    assert (await host.stats())["offline"] == 1
+
+
+async def test_a_device_that_flaps_near_its_interval_gets_damped(
+    host: TwinHost, clock: FakeClock
+) -> None:
+    # A sensor (offline after 30 s) whose messages come every 32 s: each gap is just past
+    # the threshold. Without damping it would go offline and back every time.
+    offline_marks = 0
+    for step in range(10):
+        clock.set(T0 + 32 * step)
+        await host.apply([telemetry("slow", received=clock(), temperature=20.0)])
+        clock.advance(31)
+        offline_marks += (await host.sweep())[0]
+    assert offline_marks == 1  # the first miss doubles its threshold; no flapping after
+
+
+async def test_the_lag_of_one_protocol_does_not_hide_silence_on_another(
+    host: TwinHost, clock: FakeClock
+) -> None:
+    clock.set(T0)
+    await host.apply([telemetry("coap-dev", protocol="coap", received=T0, temperature=1.0)])
+    for step in range(1, 6):
+        clock.set(T0 + 10 * step)
+        # MQTT messages arrive 200 s late; the CoAP device has gone silent
+        late = [telemetry("mqtt-dev", received=clock() - 200, temperature=1.0)]
+        await host.apply(late)
+        await host.sweep()
+    assert (await host.get("coap-dev"))["connectivity"]["online"] is False
+    assert (await host.get("mqtt-dev"))["connectivity"]["online"] is True
+
+
+async def test_lag_histograms_per_protocol_from_sampled_messages(
+    host: TwinHost, clock: FakeClock
+) -> None:
+    clock.set(T0 + 1.5)
+    await host.apply(
+        [telemetry(f"d-{i}", ts=T0, received=T0 + 1.0, temperature=1.0) for i in range(10)]
+        + [telemetry("c-1", ts=T0, protocol="coap", received=T0 + 1.4, temperature=1.0)]
+    )
+    lag = {(h["kind"], h["protocol"]): h for h in (await host.stats())["lag"]}
+    received = lag[("received", "mqtt")]
+    assert received["count"] == 10  # batches of up to 16: every message is a sample
+    assert received["sum"] == pytest.approx(5.0)
+    assert received["buckets"][LAG_BUCKETS.index(0.5)] == 10  # cumulative: all <= 0.5 s
+    assert received["buckets"][LAG_BUCKETS.index(0.25)] == 0
+    assert lag[("published", "mqtt")]["sum"] == pytest.approx(15.0)
+    assert lag[("received", "coap")]["count"] == 1
+    # a big batch gives at most 16 samples
+    await host.apply([telemetry(f"d-{i}", received=T0 + 1.0, temperature=2.0) for i in range(800)])
+    lag = {(h["kind"], h["protocol"]): h for h in (await host.stats())["lag"]}
+    assert lag[("received", "mqtt")]["count"] == 10 + SAMPLES_PER_BATCH
 
 
 # -- queries --------------------------------------------------------------------------------------
