@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import time
 from typing import Any
 
 import ray
@@ -28,23 +30,34 @@ class GatewayProcess:
         self._client = HostRouting(view)
         self._gateway = MqttGateway(RayPlatform(self._client), settings)
         self._task: asyncio.Task[None] | None = None
+        self._started_at: float | None = None
 
-    async def start(self, timeout_s: float = 30.0) -> None:
-        """Connect, subscribe, follow events; returns once the gateway is ready."""
+    async def start(self, timeout_s: float = 30.0) -> dict[str, Any]:
+        """Connect, subscribe, follow events; returns once the gateway is ready (idempotent:
+        the supervisor calls it again after Ray restarted the process)."""
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._gateway.run())
+            self._started_at = time.time()
         ready = asyncio.ensure_future(self._gateway.wait_ready(timeout_s))
         await asyncio.wait({ready, self._task}, return_when=asyncio.FIRST_COMPLETED)
         if self._task.done():
             ready.cancel()
             self._task.result()  # raises what stopped it (a TLS misconfiguration, say)
         await ready
+        return {"client_id": self._gateway.client_id}
 
     async def stats(self) -> dict[str, Any]:
-        """The gateway's counters and its router's."""
+        """The gateway's counters and its router's, with queue depths."""
         router = self._client.router
+        started = self._started_at
         return {
             **self._gateway.stats,
+            "started": started is not None,
+            "pid": os.getpid(),
+            "uptime_s": 0.0 if started is None else time.time() - started,
+            "queued": self._gateway.queued,
+            "routed_buffered": router.buffered,
+            "routed_in_flight": router.in_flight,
             "routed_applied": router.applied,
             "routed_failed": router.failed,
             "connected": self._gateway.connected,
@@ -70,5 +83,5 @@ _GatewayActor = ray.remote(GatewayProcess)
 def spawn_gateway(view: HostRoster, settings: MqttSettings, *, name: str | None = None) -> Any:
     """Start a gateway actor (call ``start`` on it); Ray restarts it if its process dies."""
     return _GatewayActor.options(
-        name=name, num_cpus=0, max_restarts=-1, max_concurrency=100
+        name=name, num_cpus=0, max_restarts=-1, max_task_retries=0, max_concurrency=100
     ).remote(view, settings)

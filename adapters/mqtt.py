@@ -300,6 +300,11 @@ class MqttGateway:
         )
 
     @property
+    def queued(self) -> int:
+        """Messages read from the broker, not yet handed to the fleet."""
+        return self._pending_messages
+
+    @property
     def connected(self) -> bool:
         """Whether the gateway has a live, subscribed connection now."""
         return self._connected.is_set()

@@ -1,35 +1,49 @@
-"""The asyncio side of ``twinfleet up``: MQTT broker and gateway, CoAP endpoint, simulated
-devices, all on one event loop in a thread of their own."""
+"""The edges of ``twinfleet up``, each in a process of its own, supervised.
+
+The embedded MQTT broker, every MQTT gateway, the CoAP endpoint and each fleet of simulated
+devices run as Ray actors (``adapters/processes.py``, ``adapters/gateways.py``) kept running by
+a :class:`~twinfleet.cli.supervisor.Supervisor`; none waits for another's interpreter. The
+HTTP API is served from this (the driver's) process on an event loop of its own: the driver
+does nothing else but watch. Gateways share the device topics through an MQTT shared
+subscription, so ``--gateways N`` spreads the load.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import errno
+import dataclasses
 import logging
+import os
 import threading
 from typing import Any
 
+import ray
 import uvicorn
 
-from twinfleet.adapters.broker import EmbeddedBroker
-from twinfleet.adapters.coap import CoapEndpoint
-from twinfleet.adapters.devices import SimulatedDevices, SimulatedDevicesOptions
-from twinfleet.adapters.mqtt import MqttGateway, MqttSettings
+from twinfleet.adapters.devices import SimulatedDevicesOptions
+from twinfleet.adapters.gateways import spawn_gateway
+from twinfleet.adapters.mqtt import MqttSettings
+from twinfleet.adapters.processes import BrokerProcess, CoapProcess, SimulatorProcess, spawn_edge
 from twinfleet.api.app import create_app
 from twinfleet.api.auth import TokenStore
-from twinfleet.runtime import RayPlatform, Runtime
+from twinfleet.runtime import Runtime
 from twinfleet.runtime.telemetry import TelemetrySink
 
 from .options import EdgeOptions
+from .supervisor import Supervisor
 
-__all__ = ["Edges"]
+__all__ = ["Edges", "default_gateways"]
 
 log = logging.getLogger(__name__)
 
 
-class Edges(threading.Thread):
-    """Runs the edges until ``stop()``; ``ready`` is set once devices can connect."""
+def default_gateways(cores: int | None = None) -> int:
+    """Gateways for a machine of ``cores`` cores: one per two cores, at least one."""
+    return max(1, (cores or os.cpu_count() or 1) // 2)
+
+
+class Edges:
+    """Starts the edges (``start``), keeps them running, and stops them (``stop``)."""
 
     def __init__(
         self,
@@ -38,93 +52,77 @@ class Edges(threading.Thread):
         tokens: TokenStore,
         telemetry: TelemetrySink | None = None,
     ) -> None:
-        super().__init__(name="twinfleet-edges", daemon=True)
         self._runtime = runtime
+        self._options = options
         self._tokens = tokens
         self._telemetry = telemetry
-        self.api_url = ""
-        self._options = options
-        self.ready = threading.Event()
-        self.error: BaseException | None = None
+        self.supervisor = Supervisor()
         self.mqtt_url = ""
         self.coap_url = ""
-        self.gateway: MqttGateway | None = None
-        self.coap: CoapEndpoint | None = None
-        self.devices: list[SimulatedDevices] = []
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stopping: asyncio.Event | None = None
+        self.api_url = ""
+        self.notices: list[str] = []  # expected conditions worth a line (a taken port, say)
+        self.gateways = 0
+        self._api: _ApiServer | None = None
 
-    def run(self) -> None:
-        try:
-            asyncio.run(self._main())
-        except BaseException as err:  # reported to the main thread, which stops the platform
-            self.error = err
-            self.ready.set()
-
-    async def _main(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._stopping = asyncio.Event()
+    def start(self) -> None:
+        """Start broker, gateways, CoAP endpoint, API and simulated devices, in that order."""
         options = self._options
-        fleet = RayPlatform(self._runtime)
-        async with contextlib.AsyncExitStack() as stack:
-            if options.mqtt:
-                settings = MqttSettings.from_url(
-                    options.mqtt,
-                    ca_file=options.mqtt_ca,
-                    cert_file=options.mqtt_cert,
-                    key_file=options.mqtt_key,
-                )
-            else:
-                broker = await _embedded_broker(options)
-                stack.push_async_callback(broker.stop)
-                settings = broker.settings()
-            self.mqtt_url = settings.url
-            self.gateway = MqttGateway(fleet, settings)
-            gateway_run = asyncio.create_task(self.gateway.run(), name="mqtt-gateway")
-            stack.push_async_callback(_cancel, gateway_run)
-            await _ready(self.gateway, gateway_run)
-            self.coap = await stack.enter_async_context(
-                CoapEndpoint(fleet, host=options.host, port=options.coap_port)
+        roster = self._runtime.roster()
+        supervisor = self.supervisor
+        if options.mqtt:
+            settings = MqttSettings.from_url(
+                options.mqtt,
+                ca_file=options.mqtt_ca,
+                cert_file=options.mqtt_cert,
+                key_file=options.mqtt_key,
             )
-            self.coap_url = f"coap://{options.host}:{self.coap.port}"
-            await self._serve_api(stack)
-            for fleet_options in self._device_fleets():
-                devices = SimulatedDevices(fleet_options)
-                await _register(fleet, devices)
-                self.devices.append(await stack.enter_async_context(devices))
-            self.ready.set()
-            await self._stopping.wait()
-
-    async def _serve_api(self, stack: contextlib.AsyncExitStack) -> None:
-        options = self._options
-        config = uvicorn.Config(
-            create_app(
-                self._runtime,
-                self._tokens,
-                telemetry=self._telemetry,
-                rate_limit=self._options.rate_limit,
-                freeze_heap=True,  # this process serves the platform: freeze after start-up
-            ),
-            host=options.host,
-            port=options.port,
-            log_level="warning",
-            lifespan="on",  # start-up freezes the heap; shutdown closes the host connections
+            gateways = options.gateways or default_gateways()
+        else:
+            facts = supervisor.add(
+                "broker",
+                lambda: spawn_edge(BrokerProcess, options.host, name="twinfleet-broker"),
+                _broker_starter(options.mqtt_port),
+            )
+            if facts.get("taken"):
+                self.notices.append(
+                    f"port {options.mqtt_port} is taken: the embedded MQTT broker listens on "
+                    f"{facts['port']} instead"
+                )
+            # amqtt has no shared subscriptions: one gateway reads everything.
+            settings = MqttSettings.from_url(facts["url"], shared=False)
+            if options.gateways not in (None, 1):
+                self.notices.append(
+                    "the embedded broker has no shared subscriptions: one gateway, not "
+                    f"{options.gateways} (give --mqtt for a broker that has them)"
+                )
+            gateways = 1
+        self.mqtt_url = settings.url
+        for index in range(gateways):
+            gateway_settings = dataclasses.replace(settings, client_id=f"twinfleet-gw-{index}")
+            supervisor.add(
+                f"gateway-{index}",
+                lambda s=gateway_settings, i=index: spawn_gateway(
+                    roster, s, name=f"twinfleet-gateway-{i}"
+                ),
+                lambda actor, facts: actor.start.remote(),
+            )
+        self.gateways = gateways
+        coap = supervisor.add(
+            "coap",
+            lambda: spawn_edge(CoapProcess, roster, options.host, name="twinfleet-coap"),
+            _port_starter(options.coap_port),
         )
-        server = uvicorn.Server(config)
-        serving = asyncio.create_task(server.serve(), name="http-api")
-
-        async def shutdown() -> None:
-            server.should_exit = True
-            await asyncio.wait({serving}, timeout=10)
-
-        stack.push_async_callback(shutdown)
-        while not server.started:
-            if serving.done():
-                serving.result()  # a port in use, say
-                raise RuntimeError("the HTTP API stopped while starting")
-            await asyncio.sleep(0.05)
-        port = server.servers[0].sockets[0].getsockname()[1] if server.servers else options.port
-        self.api_url = f"http://{options.host}:{port}"
+        self.coap_url = coap["url"]
+        self._api = _ApiServer(self._runtime, self._tokens, self._telemetry, options)
+        self.api_url = self._api.start()
+        for fleet in self._device_fleets():
+            supervisor.add(
+                f"devices-{fleet.protocol}",
+                lambda f=fleet: spawn_edge(
+                    SimulatorProcess, roster, f, name=f"twinfleet-devices-{f.protocol}"
+                ),
+                lambda actor, facts: actor.start.remote(register=facts is None),
+            )
 
     def _device_fleets(self) -> list[SimulatedDevicesOptions]:
         options = self._options
@@ -148,65 +146,111 @@ class Edges(threading.Thread):
             )
         return fleets
 
-    def stats(self) -> dict[str, int]:
-        """Counters of the edges, for the fleet summary."""
-        gateway = self.gateway.stats if self.gateway is not None else {}
-        coap = self.coap.stats if self.coap is not None else {}
+    def stats(self) -> dict[str, Any]:
+        """Counters of the edges for the fleet summary, and each edge process's stats."""
+        processes = self.supervisor.stats()
+        gateways = [s for name, s in processes.items() if name.startswith("gateway-")]
+        coap = processes.get("coap", {})
+        devices = [s for name, s in processes.items() if name.startswith("devices-")]
         return {
-            "mqtt_in": int(gateway.get("received", 0)),
+            "mqtt_in": sum(int(g.get("received", 0)) for g in gateways),
             "coap_in": int(coap.get("requests", 0)),
-            "edge_rejected": int(gateway.get("rejected", 0)) + int(coap.get("rejected", 0)),
-            "devices_sent": sum(d.stats.sent for d in self.devices),
+            "edge_rejected": sum(int(g.get("rejected", 0)) for g in gateways)
+            + int(coap.get("rejected", 0)),
+            "devices_sent": sum(int(d.get("sent", 0)) for d in devices),
+            "restarts": sum(int(s.get("restarts", 0)) for s in processes.values()),
+            "processes": processes,
         }
 
-    def stop(self, timeout: float = 30.0) -> None:
-        """Stop devices, endpoint, gateway and broker (in that order), then the loop."""
-        if self._loop is not None and self._stopping is not None:
-            with contextlib.suppress(RuntimeError):  # the loop already ended
-                self._loop.call_soon_threadsafe(self._stopping.set)
-        self.join(timeout)
+    def stop(self) -> None:
+        """Stop devices, API, CoAP endpoint, gateways and broker (newest first)."""
+        children = self.supervisor.children()
+        devices = [c for c in children if c.name.startswith("devices-")]
+        # Devices first (they say offline), then the API, then the rest.
+        for child in devices:
+            try:
+                ray.get(child.actor.stop.remote(), timeout=20)
+            except Exception as err:
+                log.warning("stopping %s: %s", child.name, err)
+        if self._api is not None:
+            self._api.stop()
+        self.supervisor.stop()
 
 
-async def _embedded_broker(options: EdgeOptions) -> EmbeddedBroker:
-    """A started embedded broker on the asked port, or on a free one if that is taken."""
-    broker = EmbeddedBroker(host=options.host, port=options.mqtt_port)
-    try:
-        await broker.start()
-    except Exception as err:  # amqtt wraps the OSError of bind in its BrokerError
-        cause = err if isinstance(err, OSError) else err.__cause__
-        if not isinstance(cause, OSError) or cause.errno != errno.EADDRINUSE:
-            raise
-        log.warning("port %d is taken; the embedded broker takes a free one", options.mqtt_port)
-        broker = EmbeddedBroker(host=options.host, port=0)
-        await broker.start()
-    return broker
+def _broker_starter(port: int) -> Any:
+    """The broker's first start may move to a free port; a restart takes the same one."""
+
+    def start(actor: Any, facts: dict[str, Any] | None) -> Any:
+        if facts is None:
+            return actor.start.remote(port, free_port_if_taken=True)
+        return actor.start.remote(facts["port"])
+
+    return start
 
 
-async def _register(fleet: RayPlatform, devices: SimulatedDevices) -> None:
-    """Register simulated devices with their families, so their twins know what they are."""
-    gate = asyncio.Semaphore(32)
+def _port_starter(port: int) -> Any:
+    """An edge's first start listens on ``port``; a restart where the first one did."""
 
-    async def one(device_id: str) -> None:
-        async with gate:
-            await fleet.calls.register(
-                device_id,
-                device_type=devices.simulator.family(device_id),
-                tags={"simulated": True},
+    def start(actor: Any, facts: dict[str, Any] | None) -> Any:
+        return actor.start.remote(port if facts is None else facts["port"])
+
+    return start
+
+
+class _ApiServer(threading.Thread):
+    """The HTTP API on an event loop of its own in this process."""
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        tokens: TokenStore,
+        telemetry: TelemetrySink | None,
+        options: EdgeOptions,
+    ) -> None:
+        super().__init__(name="twinfleet-api", daemon=True)
+        app = create_app(
+            runtime,
+            tokens,
+            telemetry=telemetry,
+            rate_limit=options.rate_limit,
+            freeze_heap=True,  # this process serves the platform: freeze after start-up
+        )
+        self._server = uvicorn.Server(
+            uvicorn.Config(
+                app,
+                host=options.host,
+                port=options.port,
+                log_level="warning",
+                lifespan="on",  # start-up freezes the heap; shutdown closes host connections
             )
+        )
+        self._host = options.host
+        self._started = threading.Event()
+        self.error: BaseException | None = None
 
-    await asyncio.gather(*(one(i) for i in devices.device_ids))
+    def start(self) -> str:  # type: ignore[override]
+        """Serve; returns the API's URL once it listens (raises if it could not)."""
+        super().start()
+        while not self._server.started:
+            if self._started.wait(0.05):
+                break
+        if self.error is not None:
+            raise self.error
+        if not self._server.started:
+            raise RuntimeError("the HTTP API stopped while starting")
+        servers = self._server.servers
+        port = servers[0].sockets[0].getsockname()[1]
+        return f"http://{self._host}:{port}"
 
+    def run(self) -> None:
+        try:
+            asyncio.run(self._server.serve())
+        except BaseException as err:  # a port in use, say: reported by start()
+            self.error = err
+        finally:
+            self._started.set()
 
-async def _ready(gateway: MqttGateway, running: asyncio.Task[None]) -> None:
-    ready = asyncio.ensure_future(gateway.wait_ready(30.0))
-    await asyncio.wait({ready, running}, return_when=asyncio.FIRST_COMPLETED)
-    if running.done():
-        ready.cancel()
-        running.result()
-    await ready
-
-
-async def _cancel(task: asyncio.Task[None]) -> None:
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    def stop(self, timeout: float = 10.0) -> None:
+        """Finish open requests and stop."""
+        self._server.should_exit = True
+        self.join(timeout)

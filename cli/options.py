@@ -18,6 +18,7 @@ class EdgeOptions:
     mqtt_ca: str | None = None
     mqtt_cert: str | None = None
     mqtt_key: str | None = None
+    gateways: int | None = None  # MQTT gateways; None: one per two cores (one for amqtt)
     coap_port: int = 5683
     port: int = 8000  # the HTTP API
     rate_limit: str | None = "3000/minute"  # API requests per token; None: unlimited
@@ -29,6 +30,8 @@ class EdgeOptions:
     def __post_init__(self) -> None:
         if not all(0 <= p <= 65535 for p in (self.coap_port, self.mqtt_port, self.port)):
             raise ValueError("ports lie between 0 and 65535")
+        if self.gateways is not None and self.gateways < 1:
+            raise ValueError("--gateways must be at least 1")
         if self.simulate < 0:
             raise ValueError("simulate a number of devices, 0 or more")
         if not 0.0 <= self.coap_share <= 1.0:

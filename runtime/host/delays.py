@@ -75,12 +75,14 @@ class DelaySamples:
         self._histograms: dict[tuple[str, str], _Histogram] = {}
         self._lag_now: dict[str, float] = {}
         self._lag_seen: dict[str, float] = {}
+        self._messages: collections.Counter[str | None] = collections.Counter()
 
     def sample(self, messages: Sequence[DeviceMessage], now: float) -> None:
         """Keep how long some of ``messages``, applied at ``now``, took since measured and
         since received."""
         if not messages:
             return
+        self._messages.update(msg[4] if len(msg) > 4 else None for msg in messages)
         step = -(-len(messages) // SAMPLES_PER_BATCH)  # at most SAMPLES_PER_BATCH samples
         for i in range(0, len(messages), step):
             msg = messages[i]
@@ -110,6 +112,10 @@ class DelaySamples:
         self._lag_now.update(self._lag_seen)
         self._lag_seen = {}
         return dict(self._lag_now)
+
+    def messages(self) -> dict[str, int]:
+        """Messages applied (or refused by their twin) per protocol, since the host started."""
+        return {protocol or "api": n for protocol, n in self._messages.items()}
 
     def histograms(self) -> list[dict[str, Any]]:
         """``[{"kind": "published"|"received", "protocol", "buckets", "sum", "count"}]``;

@@ -488,6 +488,7 @@ class TwinHost:
             "rss_bytes": psutil.Process().memory_info().rss,
             "pid": os.getpid(),
             "lag": self._delays.histograms(),
+            "messages_by_protocol": self._delays.messages(),
             **self._residents.counters,
         }
 
