@@ -112,6 +112,14 @@ def cli() -> None:
     help="MQTT broker (mqtt://host:port, mqtts:// for TLS); default: an embedded broker.",
 )
 @click.option(
+    "--gateways",
+    type=click.IntRange(min=1),
+    envvar="TWINFLEET_GATEWAYS",
+    metavar="N",
+    help="MQTT gateway processes sharing the device topics (default: one per two cores; "
+    "one with the embedded broker).",
+)
+@click.option(
     "--mqtt-port",
     type=click.IntRange(0, 65535),
     default=1883,
@@ -177,6 +185,7 @@ def up(  # noqa: PLR0917 - click passes options positionally
     hosts: int,
     host: str,
     mqtt: str | None,
+    gateways: int | None,
     mqtt_port: int,
     mqtt_ca: str | None,
     mqtt_cert: str | None,
@@ -199,6 +208,7 @@ def up(  # noqa: PLR0917 - click passes options positionally
         edges = EdgeOptions(
             host=host,
             mqtt=mqtt,
+            gateways=gateways,
             mqtt_port=mqtt_port,
             mqtt_ca=mqtt_ca,
             mqtt_cert=mqtt_cert,

@@ -225,14 +225,14 @@ class _ApiServer(threading.Thread):
             )
         )
         self._host = options.host
-        self._started = threading.Event()
+        self._ended = threading.Event()
         self.error: BaseException | None = None
 
     def start(self) -> str:  # type: ignore[override]
         """Serve; returns the API's URL once it listens (raises if it could not)."""
         super().start()
         while not self._server.started:
-            if self._started.wait(0.05):
+            if self._ended.wait(0.05):
                 break
         if self.error is not None:
             raise self.error
@@ -248,7 +248,7 @@ class _ApiServer(threading.Thread):
         except BaseException as err:  # a port in use, say: reported by start()
             self.error = err
         finally:
-            self._started.set()
+            self._ended.set()
 
     def stop(self, timeout: float = 10.0) -> None:
         """Finish open requests and stop."""

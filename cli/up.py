@@ -1,21 +1,34 @@
-"""``twinfleet up``: the whole platform in the foreground, with a live fleet summary."""
+"""``twinfleet up``: the whole platform in the foreground, with a live fleet summary.
+
+The first screen says where things are (dashboard, API docs, token file, broker, CoAP) and then
+shows one table, redrawn in place: twins, online, anomalous, messages/s and lag p99 per
+protocol, edge processes and their restarts. Expected conditions (a taken port) are one line
+each; Ray's own start-up output and every log record go to ``<data-dir>/twinfleet.log``.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import signal
+import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from rich.console import Console
+import psutil
+from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
+from rich.text import Text
 
 from twinfleet.api.auth import TokenStore
 from twinfleet.runtime import HostSettings, Runtime, RuntimeSettings
+from twinfleet.runtime.flow import FlowMeter, quantile
 from twinfleet.runtime.stores import open_store
 from twinfleet.runtime.telemetry import open_telemetry
 
@@ -23,6 +36,8 @@ from .edges import Edges
 from .options import UpOptions
 
 __all__ = ["run_up"]
+
+LOG_FILE = "twinfleet.log"
 
 
 class _Stop:
@@ -39,22 +54,29 @@ def run_up(options: UpOptions, *, console: Console | None = None) -> dict[str, A
     """Run the platform until stopped (or ``duration_s``); returns the last fleet summary."""
     console = console or Console()
     options.data_dir.mkdir(parents=True, exist_ok=True)
+    log_path = options.data_dir / LOG_FILE
+    _log_to(log_path)
     stop = _Stop()
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
-    console.print(f"twinfleet: store {options.store_url}, {options.hosts} hosts")
-    runtime = Runtime(
-        store=options.store_url,
-        ray_address=options.ray_address,
-        settings=RuntimeSettings(
-            hosts=options.hosts,
-            telemetry=options.tsdb_url,
-            host=HostSettings(
-                history_retention_s=None
-                if options.retention_days is None
-                else options.retention_days * 86_400.0
-            ),
-        ),
+    console.print(
+        f"twinfleet: starting {options.hosts} hosts on Ray, store {options.store_url} "
+        f"(log: {log_path})"
     )
+    with _quiet(log_path):
+        runtime = Runtime(
+            store=options.store_url,
+            ray_address=options.ray_address,
+            settings=RuntimeSettings(
+                hosts=options.hosts,
+                telemetry=options.tsdb_url,
+                host=HostSettings(
+                    history_retention_s=None
+                    if options.retention_days is None
+                    else options.retention_days * 86_400.0
+                ),
+            ),
+            ray_options={"configure_logging": False},
+        )
     # ray.init replaces the SIGTERM handler with one that calls sys.exit(15): take SIGTERM
     # back so it stops the platform through the same clean path as Ctrl-C, exit status 0.
     signal.signal(signal.SIGTERM, stop)
@@ -63,23 +85,71 @@ def run_up(options: UpOptions, *, console: Console | None = None) -> dict[str, A
     token_file = _admin_token(options.data_dir, tokens)
     edges = Edges(runtime, options.edges, tokens, open_telemetry(options.tsdb_url))
     try:
-        edges.start()
-        edges.ready.wait()
-        if edges.error is not None:
-            raise edges.error
-        console.print(f"twinfleet: MQTT gateway on {edges.mqtt_url}, CoAP on {edges.coap_url}")
-        console.print(f"twinfleet: API on {edges.api_url} (admin token in {token_file})")
+        with _quiet(log_path):
+            edges.start()
+        for notice in edges.notices:
+            console.print(f"twinfleet: {notice}")
+        console.print(
+            f"twinfleet: MQTT broker {edges.mqtt_url} ({edges.gateways} gateway"
+            f"{'s' if edges.gateways != 1 else ''}), CoAP {edges.coap_url}"
+        )
+        console.print(f"twinfleet: dashboard {edges.api_url}/  API docs {edges.api_url}/docs")
+        console.print(f"twinfleet: admin token in {token_file}")
         deadline = None if options.duration_s is None else time.monotonic() + options.duration_s
         summary = _watch(runtime, edges, console, stop.event, deadline)
     finally:
         stop.event.set()
         console.print("twinfleet: shutting down, flushing state ...")
-        edges.stop()
-        runtime.close()
+        with _quiet(log_path):
+            edges.stop()
+            runtime.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         console.print("twinfleet: stopped")
     return summary
+
+
+def _log_to(path: Path) -> None:
+    """Every log record (ours, Ray's, the libraries') into ``path``, none on the terminal."""
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        if isinstance(old, logging.StreamHandler) and not isinstance(old, logging.FileHandler):
+            root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+
+@contextlib.contextmanager
+def _quiet(path: Path) -> Iterator[None]:
+    """Send what the process and its children write to stdout and stderr into ``path``
+    meanwhile (Ray's start-up lines come from C++ and child processes, not from logging)."""
+    streams = (sys.stdout, sys.stderr)
+    if os.environ.get("TWINFLEET_DEBUG_SCREEN"):
+        yield
+        return
+    try:
+        fds = [s.fileno() for s in streams]
+    except (AttributeError, OSError, ValueError):  # not real files (captured in a test)
+        yield
+        return
+    for stream in streams:
+        stream.flush()
+    saved = [os.dup(fd) for fd in fds]
+    with open(path, "ab") as log:
+        try:
+            for fd in fds:
+                os.dup2(log.fileno(), fd)
+            yield
+        finally:
+            for stream in streams:
+                with contextlib.suppress(Exception):
+                    stream.flush()
+            for fd, copy in zip(fds, saved, strict=True):
+                os.dup2(copy, fd)
+                os.close(copy)
 
 
 def _admin_token(data_dir: Path, tokens: TokenStore) -> Path:
@@ -93,6 +163,23 @@ def _admin_token(data_dir: Path, tokens: TokenStore) -> Path:
     return path
 
 
+class _Cpu:
+    """CPU seconds of the driver and each edge process (by pid), for the summary."""
+
+    def __init__(self) -> None:
+        self._processes: dict[int, psutil.Process] = {}
+
+    def seconds(self, pid: int) -> float | None:
+        process = self._processes.get(pid)
+        try:
+            if process is None:
+                process = self._processes[pid] = psutil.Process(pid)
+            times = process.cpu_times()
+        except psutil.Error:
+            return None
+        return round(times.user + times.system, 2)
+
+
 def _watch(
     runtime: Runtime,
     edges: Edges,
@@ -100,8 +187,11 @@ def _watch(
     stop: threading.Event,
     deadline: float | None,
 ) -> dict[str, Any]:
-    last_applied, last_time = 0, time.monotonic()
-    last_logged = last_time
+    started = time.monotonic()
+    meter = FlowMeter()
+    cpu = _Cpu()
+    last_applied, last_time = 0, started
+    last_logged = started
     summary: dict[str, Any] = {}
     with Live(console=console, refresh_per_second=2, transient=False) as live:
         while not stop.wait(1.0):
@@ -112,6 +202,7 @@ def _watch(
             now = time.monotonic()
             rate = (applied - last_applied) / max(now - last_time, 1e-9)
             last_applied, last_time = applied, now
+            flow = meter.update(hosts, now)
             summary = {
                 "twins": stats["active"],
                 "online": stats["online"],
@@ -120,42 +211,94 @@ def _watch(
                 "applied": applied,
                 "mqtt_in": edge["mqtt_in"],
                 "coap_in": edge["coap_in"],
+                "devices_sent": edge["devices_sent"],
                 "rejected": sum(h["rejected"] for h in hosts) + edge["edge_rejected"],
+                "offline_transitions": sum(h.get("offline", 0) for h in hosts),
+                "edge_restarts": edge["restarts"],
+                "flow": {p: {k: round(v, 3) for k, v in f.items()} for p, f in flow.items()},
+                "lag_p99_s_since_start": _lag_since_start(hosts),
+                "cpu_s": _cpu_seconds(cpu, edge["processes"], hosts),
+                "uptime_s": round(now - started, 1),
             }
-            live.update(_table(summary))
+            live.update(_screen(summary, edge["processes"]))
             if not console.is_terminal and now - last_logged >= 10.0:
                 # Off a terminal (a service's log) Live draws nothing until the end.
                 last_logged = now
-                console.print("twinfleet: " + ", ".join(f"{k} {v}" for k, v in summary.items()))
+                console.print("twinfleet: " + _line(summary))
             if deadline is not None and now >= deadline:
                 break
     if not console.is_terminal:
         console.line()  # off a terminal, Live leaves its last frame without a newline
-    if edges.error is not None:
-        raise edges.error
     return summary
 
 
-_COLUMNS = {
-    "twins": "twins",
-    "online": "online",
-    "anomalous": "anomalous",
-    "updates_per_s": "updates/s",
-    "applied": "applied",
-    "mqtt_in": "MQTT in",
-    "coap_in": "CoAP in",
-    "rejected": "rejected",
-}
+def _lag_since_start(hosts: list[dict[str, Any]]) -> dict[str, float]:
+    """Receive-to-applied lag p99 per protocol over every sample since the hosts started."""
+    buckets: dict[str, list[int]] = {}
+    for host in hosts:
+        for histogram in host.get("lag", ()):
+            if histogram["kind"] != "received":
+                continue
+            counts = buckets.setdefault(histogram["protocol"], [0] * len(histogram["buckets"]))
+            for i, n in enumerate(histogram["buckets"]):
+                counts[i] += n
+    return {p: round(quantile(c, 0.99), 3) for p, c in sorted(buckets.items())}
 
 
-def _table(summary: dict[str, Any]) -> Table:
-    table = Table(title="twinfleet fleet", show_header=True)
-    for column in _COLUMNS.values():
-        table.add_column(column, justify="right")
-    table.add_row(
-        *(
-            f"{summary[k]:,}" if isinstance(summary[k], int) else f"{summary[k]:,.1f}"
-            for k in _COLUMNS
-        )
+def _cpu_seconds(
+    cpu: _Cpu, processes: dict[str, dict[str, Any]], hosts: list[dict[str, Any]]
+) -> dict[str, float | None]:
+    seconds: dict[str, float | None] = {"driver": cpu.seconds(os.getpid())}
+    for name, stats in processes.items():
+        if "pid" in stats:
+            seconds[name] = cpu.seconds(int(stats["pid"]))
+    for host in hosts:
+        if "pid" in host:
+            seconds[str(host["host"])] = cpu.seconds(int(host["pid"]))
+    return seconds
+
+
+def _line(summary: dict[str, Any]) -> str:
+    lags = ", ".join(
+        f"{p} {f['messages_per_s']:.0f}/s lag p99 {f['lag_p99_s']:.2f}s"
+        for p, f in summary["flow"].items()
     )
-    return table
+    return (
+        f"twins {summary['twins']}, online {summary['online']}, anomalous "
+        f"{summary['anomalous']}, {summary['updates_per_s']:.0f} updates/s"
+        + (f"; {lags}" if lags else "")
+    )
+
+
+def _screen(summary: dict[str, Any], processes: dict[str, dict[str, Any]]) -> Group:
+    fleet = Table(title="twinfleet fleet", title_justify="left")
+    for column in ("twins", "online", "anomalous", "updates/s", "applied", "rejected"):
+        fleet.add_column(column, justify="right")
+    fleet.add_row(
+        f"{summary['twins']:,}",
+        f"{summary['online']:,}",
+        f"{summary['anomalous']:,}",
+        f"{summary['updates_per_s']:,.0f}",
+        f"{summary['applied']:,}",
+        f"{summary['rejected']:,}",
+    )
+    flow = Table(title="ingest", title_justify="left")
+    for column in ("protocol", "messages/s", "lag p50", "lag p99"):
+        flow.add_column(column, justify="right")
+    for protocol, figures in summary["flow"].items():
+        flow.add_row(
+            protocol,
+            f"{figures['messages_per_s']:,.0f}",
+            f"{figures['lag_p50_s']:.2f} s",
+            f"{figures['lag_p99_s']:.2f} s",
+        )
+    edges = Text(
+        "edges: "
+        + ", ".join(
+            f"{name} {'up' if stats.get('up') else 'DOWN'}"
+            + (f" ({stats['restarts']} restarts)" if stats.get("restarts") else "")
+            for name, stats in processes.items()
+        ),
+        style="dim",
+    )
+    return Group(fleet, flow, edges)
