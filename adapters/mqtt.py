@@ -72,7 +72,9 @@ _EVENT_TYPES: Final = frozenset(("desired", "command", "presence"))
 _PUBLISH_TRIES: Final = 3  # publish failures on one live connection before a message is dropped
 _STAT_KEYS: Final = (
     "received",
+    "decoded",
     "ingested",
+    "batches",
     "rejected",
     "published",
     "connects",
@@ -239,7 +241,8 @@ class MqttGateway:
     """Bridges one MQTT broker connection and a fleet (see the module's docstring).
 
     ``await gateway.run()`` until cancelled. ``stats`` counts what happened: ``received``,
-    ``ingested``, ``rejected`` (and ``rejected:<code>`` per error code), ``published``,
+    ``decoded``, ``ingested``, ``batches`` (handed to the fleet), ``rejected`` (and
+    ``rejected:<code>`` per error code), ``published``,
     ``connects``, ``reconnects``, ``commands_delivered``, ``responses``, ``offline``,
     ``errors``.
     """
@@ -395,6 +398,7 @@ class MqttGateway:
                     )
             else:
                 self._queue(_Offline(device_id))
+            self.stats["decoded"] += 1
         except TwinfleetError as err:
             self._queue(_Reject(device_id or topic, err.code, err.message))
         except Exception as err:  # a decoder bug must not stop the gateway
@@ -466,6 +470,7 @@ class MqttGateway:
     async def _ingest(self, batch: list[DeviceMessage]) -> None:
         try:
             result = await self.fleet.ingest(batch)
+            self.stats["batches"] += 1
         except Exception:
             # The broker has these acknowledged already: they are lost, loudly.
             self.stats["errors"] += 1

@@ -21,7 +21,7 @@ from .auth import TokenStore
 from .dashboard import install_dashboard
 from .deps import ApiContext, install_context
 from .errors import install_error_handlers
-from .metrics import install_metrics
+from .metrics import EdgeStatsSource, install_metrics
 from .middleware import BodyLimit
 from .platform import Platform
 from .ratelimit import RequestLimiter
@@ -43,6 +43,7 @@ def create_app(
     rate_limit: str | None = DEFAULT_RATE_LIMIT,
     rate_limit_storage: str = "memory://",
     freeze_heap: bool = False,
+    edges: EdgeStatsSource | None = None,
 ) -> FastAPI:
     """The API for ``runtime``, authenticating with ``tokens``, reading history from
     ``telemetry``.
@@ -53,9 +54,11 @@ def create_app(
     ``rate_limit``: requests per token, like ``"3000/minute"`` (None: unlimited), counted in
     ``rate_limit_storage`` (``memory://`` per process, or ``redis://...`` shared); over it, 429
     with ``Retry-After``. ``require_if_match``: desired-state patches without ``If-Match`` are
-    refused (428). ``freeze_heap``: once the app has started (its lifespan), move everything
-    alive in the process out of the cyclic garbage collector's reach (``gc.freeze``); for a
-    process that serves the API and little else, never for one that merely embeds it.
+    refused (428). ``edges``: the edge processes of ``twinfleet up``, whose metrics
+    ``/metrics`` then serves too. ``freeze_heap``: once the app has started (its lifespan),
+    move everything alive in the process out of the cyclic garbage collector's reach
+    (``gc.freeze``); for a process that serves the API and little else, never for one that
+    merely embeds it.
     """
     limiter = (
         None if rate_limit is None else RequestLimiter(rate_limit, storage_url=rate_limit_storage)
@@ -91,7 +94,7 @@ def create_app(
         ),
     )
     install_error_handlers(app)
-    install_metrics(app, runtime)
+    install_metrics(app, runtime, edges=edges)
     app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
     include_routes(app)
     install_dashboard(app)  # last: it is mounted at "/" and would shadow later routes

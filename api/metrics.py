@@ -17,21 +17,32 @@ from typing import Any, Protocol
 
 from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from twinfleet.runtime.host.delays import LAG_BUCKETS
+
 __all__ = [
     "API_LATENCY_BUCKETS",
+    "EDGE_COUNTERS",
     "HOST_COUNTERS",
     "HOST_GAUGES",
     "ApiLatencyMiddleware",
+    "EdgeCollector",
+    "EdgeStatsSource",
     "RuntimeCollector",
     "StatsSource",
     "install_metrics",
 ]
 
 log = logging.getLogger(__name__)
+
 
 # Host stats key -> (metric name without ``_total``, help). Counters only ever rise per host
 # process; a restarted host starts again from zero, which ``rate()`` handles as a reset.
@@ -166,6 +177,16 @@ class RuntimeCollector(Collector):
             for host in hosts:
                 gauge.add_metric([str(host["host"])], float(host.get(key, 0)))
             yield gauge
+        yield _lag_histogram(hosts)
+        by_protocol = CounterMetricFamily(
+            "twinfleet_messages_by_protocol",
+            "Device messages a host applied or refused, by the protocol they came by.",
+            labels=["host", "protocol"],
+        )
+        for host in hosts:
+            for protocol, n in sorted(host.get("messages_by_protocol", {}).items()):
+                by_protocol.add_metric([str(host["host"]), str(protocol)], float(n))
+        yield by_protocol
         hosts_gauge = GaugeMetricFamily(
             "twinfleet_hosts", "Twin hosts running, shared or dedicated.", labels=["kind"]
         )
@@ -196,6 +217,150 @@ class RuntimeCollector(Collector):
                 "Messages queued in the router, not yet sent.",
                 value=buffered,
             )
+
+
+def _lag_histogram(hosts: list[Mapping[str, Any]]) -> HistogramMetricFamily:
+    """``twinfleet_message_lag_seconds``: per host, protocol and what it counts from."""
+    family = HistogramMetricFamily(
+        "twinfleet_message_lag_seconds",
+        "Delay of device messages until their twin applied them, from when the edge received "
+        "them (since=received) or the device measured them (since=published); sampled, up to "
+        "16 messages a batch.",
+        labels=["host", "protocol", "since"],
+    )
+    for host in hosts:
+        for histogram in host.get("lag", ()):
+            cumulative = histogram["buckets"]
+            family.add_metric(
+                [str(host["host"]), str(histogram["protocol"]), str(histogram["kind"])],
+                [
+                    *zip((str(b) for b in LAG_BUCKETS), cumulative[:-1], strict=True),
+                    ("+Inf", cumulative[-1]),
+                ],
+                sum_value=float(histogram["sum"]),
+            )
+    return family
+
+
+#: An edge process's stats key -> (metric name without ``_total``, help), for the counters a
+#: gateway (``gateway-N``) or the CoAP endpoint (``coap``) keeps.
+EDGE_COUNTERS: Mapping[str, Mapping[str, tuple[str, str]]] = {
+    "gateway": {
+        "received": ("twinfleet_gateway_messages_received", "MQTT messages a gateway read."),
+        "decoded": ("twinfleet_gateway_messages_decoded", "MQTT messages decoded."),
+        "ingested": (
+            "twinfleet_gateway_messages_ingested",
+            "Device messages a gateway handed to the hosts.",
+        ),
+        "batches": ("twinfleet_gateway_batches", "Batches a gateway handed to the hosts."),
+        "published": ("twinfleet_gateway_published", "Desired documents and commands published."),
+        "reconnects": ("twinfleet_gateway_reconnects", "Connections to the broker made again."),
+        "errors": ("twinfleet_gateway_errors", "Unexpected failures inside a gateway."),
+    },
+    "coap": {
+        "requests": ("twinfleet_coap_requests", "CoAP requests the endpoint answered."),
+        "messages": ("twinfleet_coap_messages_ingested", "Device messages handed to the hosts."),
+        "batches": ("twinfleet_coap_batches", "Batches the CoAP endpoint handed to the hosts."),
+        "errors": ("twinfleet_coap_errors", "Unexpected failures inside the CoAP endpoint."),
+    },
+}
+
+
+class EdgeStatsSource(Protocol):
+    """What the edge collector reads: ``twinfleet up``'s edges (``cli.edges.Edges``)."""
+
+    def stats(self) -> Mapping[str, Any]:
+        """``{"processes": {name: stats}}``, each with ``up``, ``restarts``, ``pid``."""
+        ...
+
+
+def _edge_kind(name: str) -> str:
+    return name.split("-", 1)[0]
+
+
+class EdgeCollector(Collector):
+    """The edge processes of ``twinfleet up``: up, restarts, CPU, and gateway and CoAP
+    counters (received, decoded, rejected by code, batches, queue depth)."""
+
+    def __init__(self, edges: EdgeStatsSource) -> None:
+        self._edges = edges
+        self._processes: dict[int, Any] = {}
+
+    def describe(self) -> Iterable[Metric]:
+        """The families without samples."""
+        return list(self._families({}))
+
+    def collect(self) -> Iterable[Metric]:
+        """The families with the edges' latest stats (the supervisor refreshes them)."""
+        try:
+            processes = dict(self._edges.stats().get("processes", {}))
+        except Exception:
+            log.exception("reading edge stats for /metrics failed")
+            processes = {}
+        return list(self._families(processes))
+
+    def _cpu_seconds(self, pid: Any) -> float | None:
+        import psutil  # only where edges are served (twinfleet up)
+
+        if not isinstance(pid, int):
+            return None
+        try:
+            process = self._processes.get(pid)
+            if process is None:
+                process = self._processes[pid] = psutil.Process(pid)
+            times = process.cpu_times()
+        except psutil.Error:
+            return None
+        return float(times.user + times.system)
+
+    def _families(self, processes: Mapping[str, Mapping[str, Any]]) -> Iterator[Metric]:
+        up = GaugeMetricFamily(
+            "twinfleet_edge_up", "1 if an edge process answers and has started.", labels=["edge"]
+        )
+        restarts = CounterMetricFamily(
+            "twinfleet_edge_restarts",
+            "Times an edge process was started again after it died.",
+            labels=["edge"],
+        )
+        cpu = CounterMetricFamily(
+            "twinfleet_edge_cpu_seconds", "CPU time of an edge process.", labels=["edge"]
+        )
+        for name, stats in sorted(processes.items()):
+            up.add_metric([name], float(bool(stats.get("up"))))
+            restarts.add_metric([name], float(stats.get("restarts", 0)))
+            seconds = self._cpu_seconds(stats.get("pid"))
+            if seconds is not None:
+                cpu.add_metric([name], seconds)
+        yield up
+        yield restarts
+        yield cpu
+        for kind, counters in EDGE_COUNTERS.items():
+            mine = {n: s for n, s in processes.items() if _edge_kind(n) == kind}
+            for key, (metric, doc) in counters.items():
+                family = CounterMetricFamily(metric, doc, labels=["edge"])
+                for name, stats in sorted(mine.items()):
+                    family.add_metric([name], float(stats.get(key, 0)))
+                yield family
+            rejected = CounterMetricFamily(
+                f"twinfleet_{kind}_messages_rejected",
+                f"Device messages the {kind} refused, by error code.",
+                labels=["edge", "code"],
+            )
+            for name, stats in sorted(mine.items()):
+                for key, value in sorted(stats.items()):
+                    if key.startswith("rejected:"):
+                        rejected.add_metric([name, key.split(":", 1)[1]], float(value))
+            yield rejected
+            queue = GaugeMetricFamily(
+                f"twinfleet_{kind}_queue_messages",
+                f"Messages inside the {kind} not yet handed to the hosts.",
+                labels=["edge"],
+            )
+            for name, stats in sorted(mine.items()):
+                queue.add_metric(
+                    [name], float(stats.get("queued", 0)) + float(stats.get("routed_buffered", 0))
+                )
+            yield queue
 
 
 def _router_depths(runtime: object) -> tuple[int | None, int | None]:
@@ -265,13 +430,22 @@ def _route_template(scope: Scope) -> str:
     return path if isinstance(path, str) else _UNMATCHED
 
 
-def install_metrics(app: FastAPI, runtime: StatsSource, *, cache_s: float = 1.0) -> None:
-    """Add the API latency middleware and an unauthenticated ``GET /metrics`` to ``app``.
+def install_metrics(
+    app: FastAPI,
+    runtime: StatsSource,
+    *,
+    edges: EdgeStatsSource | None = None,
+    cache_s: float = 1.0,
+) -> None:
+    """Add the API latency middleware and an unauthenticated ``GET /metrics`` to ``app``;
+    with ``edges``, the edge processes' metrics too.
 
     Each app gets a registry of its own, so several apps in one process do not clash.
     """
     registry = CollectorRegistry(auto_describe=True)
     registry.register(RuntimeCollector(runtime, cache_s=cache_s))
+    if edges is not None:
+        registry.register(EdgeCollector(edges))
     histogram = Histogram(
         "twinfleet_api_request_seconds",
         "HTTP API requests: time to response headers, by method, route template and status.",

@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import threading
+import time
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any, Literal
 
 from twinfleet.models import ModelRegistry
 from twinfleet.runtime import Event, HostCalls, Page, RayPlatform, RayTransport, Runtime
+from twinfleet.runtime.flow import FlowMeter
 from twinfleet.twins.query import TwinSelector
 
 __all__ = ["Platform"]
@@ -34,11 +37,30 @@ class Platform:
         calls = runtime.calls()
         self._calls = calls if direct else HostCalls(calls.directory, RayTransport())
         self._events = RayPlatform(runtime)
+        self._meter = FlowMeter()
+        self._meter_lock = threading.Lock()
+        self._metered_at = float("-inf")
 
     async def close(self) -> None:
         """Close the connections to the hosts opened in the running event loop."""
         await self._calls.close()
         await self._events.close()
+
+    # -- ingest -----------------------------------------------------------------------------
+
+    async def flow(self) -> dict[str, dict[str, float]]:
+        """Messages/s and lag percentiles per protocol since the previous read (taken at most
+        once a second; empty on the very first)."""
+        return await asyncio.to_thread(self._read_flow)
+
+    def _read_flow(self) -> dict[str, dict[str, float]]:
+        with self._meter_lock:
+            now = time.monotonic()
+            if now - self._metered_at >= 1.0:
+                stats = self._runtime.stats()
+                self._meter.update([*stats["hosts"], *stats["dedicated_hosts"]], now)
+                self._metered_at = now
+            return self._meter.flow()
 
     # -- twins ------------------------------------------------------------------------------
 

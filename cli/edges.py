@@ -113,7 +113,7 @@ class Edges:
             _port_starter(options.coap_port),
         )
         self.coap_url = coap["url"]
-        self._api = _ApiServer(self._runtime, self._tokens, self._telemetry, options)
+        self._api = _ApiServer(self._runtime, self._tokens, self._telemetry, options, self)
         self.api_url = self._api.start()
         for fleet in self._device_fleets():
             supervisor.add(
@@ -206,12 +206,14 @@ class _ApiServer(threading.Thread):
         tokens: TokenStore,
         telemetry: TelemetrySink | None,
         options: EdgeOptions,
+        edges: Edges,
     ) -> None:
         super().__init__(name="twinfleet-api", daemon=True)
         app = create_app(
             runtime,
             tokens,
             telemetry=telemetry,
+            edges=edges,
             rate_limit=options.rate_limit,
             freeze_heap=True,  # this process serves the platform: freeze after start-up
         )

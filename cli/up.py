@@ -58,9 +58,10 @@ def run_up(options: UpOptions, *, console: Console | None = None) -> dict[str, A
     _log_to(log_path)
     stop = _Stop()
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
-    console.print(
+    _say(
+        console,
         f"twinfleet: starting {options.hosts} hosts on Ray, store {options.store_url} "
-        f"(log: {log_path})"
+        f"(log: {log_path})",
     )
     with _quiet(log_path):
         runtime = Runtime(
@@ -88,25 +89,31 @@ def run_up(options: UpOptions, *, console: Console | None = None) -> dict[str, A
         with _quiet(log_path):
             edges.start()
         for notice in edges.notices:
-            console.print(f"twinfleet: {notice}")
-        console.print(
+            _say(console, f"twinfleet: {notice}")
+        _say(
+            console,
             f"twinfleet: MQTT broker {edges.mqtt_url} ({edges.gateways} gateway"
-            f"{'s' if edges.gateways != 1 else ''}), CoAP {edges.coap_url}"
+            f"{'s' if edges.gateways != 1 else ''}), CoAP {edges.coap_url}",
         )
-        console.print(f"twinfleet: dashboard {edges.api_url}/  API docs {edges.api_url}/docs")
-        console.print(f"twinfleet: admin token in {token_file}")
+        _say(console, f"twinfleet: dashboard {edges.api_url}/  API docs {edges.api_url}/docs")
+        _say(console, f"twinfleet: admin token in {token_file}")
         deadline = None if options.duration_s is None else time.monotonic() + options.duration_s
         summary = _watch(runtime, edges, console, stop.event, deadline)
     finally:
         stop.event.set()
-        console.print("twinfleet: shutting down, flushing state ...")
+        _say(console, "twinfleet: shutting down, flushing state ...")
         with _quiet(log_path):
             edges.stop()
             runtime.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        console.print("twinfleet: stopped")
+        _say(console, "twinfleet: stopped")
     return summary
+
+
+def _say(console: Console, text: str) -> None:
+    """One line of the first screen, never wrapped (off a terminal, rich would at 80)."""
+    console.print(text, soft_wrap=True, highlight=False)
 
 
 def _log_to(path: Path) -> None:
@@ -224,7 +231,7 @@ def _watch(
             if not console.is_terminal and now - last_logged >= 10.0:
                 # Off a terminal (a service's log) Live draws nothing until the end.
                 last_logged = now
-                console.print("twinfleet: " + _line(summary))
+                _say(console, "twinfleet: " + _line(summary))
             if deadline is not None and now >= deadline:
                 break
     if not console.is_terminal:

@@ -22,6 +22,7 @@ RESOURCE_ROUTERS: tuple[APIRouter, ...] = (
     models.router,
     tokens.router,
     events.router,
+    operations.ingest_router,
 )
 
 

@@ -253,10 +253,39 @@ async function overviewPage() {
     );
   }
 
+  const ingest = h("div", { class: "panel", id: "ingest" }, h("h2", {}, "Ingest"),
+    h("p", { class: "muted" }, "Measuring…"));
+  view.append(ingest);
+
+  async function refreshIngest() {
+    let body;
+    try {
+      ({ body } = await api("/ingest"));
+    } catch (err) {
+      ingest.replaceChildren(h("h2", {}, "Ingest"), errorBox(err));
+      return;
+    }
+    if (!body.protocols.length) return;  // the first read only starts the measurement
+    const seconds = (s) => (s < 1 ? `${(s * 1000).toFixed(0)} ms` : `${s.toFixed(2)} s`);
+    ingest.replaceChildren(h("h2", {}, "Ingest"),
+      h("table", { id: "ingest-table" },
+        h("thead", {}, h("tr", {}, h("th", {}, "protocol"), h("th", {}, "messages/s"),
+          h("th", {}, "lag p50"), h("th", {}, "lag p99"))),
+        h("tbody", {}, body.protocols.map((row) =>
+          h("tr", { "data-protocol": row.protocol },
+            h("td", {}, row.protocol),
+            h("td", { class: "num" }, row.messages_per_s.toFixed(1)),
+            h("td", { class: "num" }, seconds(row.lag_p50_s)),
+            h("td", { class: "num lag-p99" }, seconds(row.lag_p99_s)))))),
+      h("p", { class: "muted" }, "lag: from the edge receiving a message to its twin applying it"));
+  }
+
   await refresh();
+  await refreshIngest();
   const ticker = setInterval(() => { rate.textContent = updatesPerSecond().toFixed(1); }, 1000);
   const reload = setInterval(refresh, 10000);
-  return () => { clearInterval(ticker); clearInterval(reload); };
+  const reloadIngest = setInterval(refreshIngest, 2000);
+  return () => { clearInterval(ticker); clearInterval(reload); clearInterval(reloadIngest); };
 }
 
 async function twinsPage(params) {

@@ -145,11 +145,25 @@ def test_up_runs_a_simulated_fleet_and_prints_a_json_summary(tmp_path: Path) -> 
     )  # fmt: skip
 
     assert done.returncode == 0, done.stderr
+    # A clean first screen: where things are, one line for the taken port (Mosquitto has
+    # 1883 here), no traceback, none of Ray's start-up lines (they go to the log file).
+    screen = done.stdout + done.stderr
+    assert "port 1883 is taken: the embedded MQTT broker listens on" in screen
+    assert "dashboard http://" in screen
+    assert f"admin token in {data_dir / 'admin.token'}" in screen
+    assert "Traceback" not in screen
+    assert "Ray" not in screen.replace("on Ray,", "")
+    assert "Token authentication" in (data_dir / "twinfleet.log").read_text()
     summary = _summary(done.stdout)
     assert summary["twins"] == 300
     assert summary["online"] == 300
     assert summary["applied"] > 0
     assert summary["rejected"] == 0
+    assert summary["offline_transitions"] == 0
+    assert summary["edge_restarts"] == 0
+    assert set(summary["flow"]) == {"mqtt", "coap"}
+    assert all(f["messages_per_s"] > 0 for f in summary["flow"].values())
+    assert {"driver", "broker", "gateway-0", "coap", "host-0"} <= set(summary["cpu_s"])
     snaps = _snapshots(data_dir)
     assert len(snaps) == 300
     assert all(s["id"].startswith("sim-") and s["reported"] for s in snaps)
@@ -254,7 +268,7 @@ def test_up_with_an_external_broker_takes_devices_over_mqtt_and_coap(tmp_path: P
     )  # fmt: skip
 
     assert done.returncode == 0, done.stderr
-    assert "MQTT gateway on mqtt://127.0.0.1:1883" in done.stdout
+    assert "MQTT broker mqtt://127.0.0.1:1883 (1 gateway)" in done.stdout
     summary = _summary(done.stdout)
     assert summary["twins"] == 100
     assert summary["mqtt_in"] > 0
