@@ -68,12 +68,13 @@ class GatewayProcess:
         await asyncio.to_thread(self._client.flush)
 
     async def stop(self) -> None:
-        """Hand over what was read, then disconnect."""
+        """Hand over what was read, then disconnect (ending a persistent session)."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+            await self._gateway.end_session()
         await asyncio.to_thread(self._client.close)
 
 

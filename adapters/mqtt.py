@@ -14,6 +14,12 @@ reach the fleet in the order the broker delivered them. The connection is re-mad
 exponential backoff and jitter when it drops; subscriptions are made afresh on every
 connection (clean session), and publishes wait for the next connection.
 
+With ``persistent`` (and a fixed ``client_id``) the broker keeps the gateway's session while
+it is away (its subscriptions, the QoS 1 messages that arrive meanwhile) and the gateway
+acknowledges a message only once its twin has applied it: a gateway process that dies loses
+nothing it acknowledged; the broker sends the rest again when it comes back (a reading seen
+twice is stale the second time, not applied twice).
+
 The status topic ``devices/{id}/status`` carries ``online`` or ``offline`` (or
 ``{"online": bool}``): ``offline`` (typically the device's last will) marks the twin offline
 at once; ``online`` counts as a sign of life (an empty reported patch), so the twin comes
@@ -99,6 +105,7 @@ class MqttSettings:
     username: str | None = None
     password: str | None = field(default=None, repr=False)
     client_id: str | None = None
+    persistent: bool = False
     shared: bool = True
     share_group: str = "twinfleet"
     qos: int = 1
@@ -131,6 +138,8 @@ class MqttSettings:
             isinstance(self.client_id, str) and 0 < len(self.client_id) <= 128
         ):
             raise ValueError("client_id must be text of 1 to 128 characters")
+        if self.persistent and self.client_id is None:
+            raise ValueError("a persistent session needs a client_id the broker knows it by")
         group = self.share_group
         if not isinstance(group, str) or not group or any(c in group for c in "/+#"):
             raise ValueError(
@@ -161,7 +170,8 @@ class MqttSettings:
         """Settings from ``mqtt://[user[:password]@]host[:port]`` or ``mqtts://...`` and options.
 
         Options are the other fields by name (``ca_file``, ``cert_file``, ``key_file``,
-        ``username``, ``password``, ``client_id``, ``share_group``, ``shared``, ``qos``,
+        ``username``, ``password``, ``client_id``, ``persistent``, ``share_group``, ``shared``,
+        ``qos``,
         ``keepalive``, ``batch_size``, ``batch_delay_s``, ``reconnect_min_s``,
         ``reconnect_max_s``, ``timeout_s``).
         """
@@ -264,6 +274,8 @@ class MqttGateway:
         self._event_cursor: int | None = None
         self._max_pending = max(10_000, 20 * settings.batch_size)
         self._closing = False
+        # (connection, message id) of QoS 1 messages read, to acknowledge once applied
+        self._acks: list[tuple[aiomqtt.Client, int]] = []
 
     # -- running ------------------------------------------------------------------------------
 
@@ -296,6 +308,30 @@ class MqttGateway:
             self._client = None
             self._connected.clear()
 
+    async def end_session(self) -> None:
+        """After ``run`` ended: have the broker forget a persistent session (a clean stop).
+
+        An offline session stays in its shared subscription and the broker keeps giving it
+        messages to queue; a gateway stopped on purpose must not take a share of the traffic
+        with it. Messages read before the stop were handed to the fleet by then.
+        """
+        if not self.settings.persistent:
+            return
+        with contextlib.suppress(aiomqtt.MqttError, OSError):
+            client = aiomqtt.Client(
+                self.settings.host,
+                self.settings.port,
+                username=self.settings.username,
+                password=self.settings.password,
+                identifier=self.client_id,
+                clean_session=True,
+                timeout=self.settings.timeout_s,
+                tls_context=self.settings.ssl_context(),
+                logger=log,
+            )
+            async with client:
+                pass
+
     async def wait_ready(self, timeout: float | None = None) -> None:
         """Wait until the gateway is subscribed and follows the fleet's events."""
         await asyncio.wait_for(
@@ -316,18 +352,22 @@ class MqttGateway:
 
     def _new_client(self, context: ssl.SSLContext | None) -> aiomqtt.Client:
         s = self.settings
-        return aiomqtt.Client(
+        client = aiomqtt.Client(
             s.host,
             s.port,
             username=s.username,
             password=s.password,
             identifier=self.client_id,
-            clean_session=True,
+            clean_session=not s.persistent,
             keepalive=s.keepalive,
             timeout=s.timeout_s,
             tls_context=context,
             logger=log,
         )
+        if s.persistent:
+            # aiomqtt does not expose paho's manual acknowledgements: set them on paho itself.
+            client._client.manual_ack_set(True)
+        return client
 
     async def _connection_loop(self, context: ssl.SSLContext | None) -> None:
         attempt = 0
@@ -368,6 +408,8 @@ class MqttGateway:
     async def _receive(self, message: aiomqtt.Message) -> None:
         """Decode one message and queue what it says; never raises for a bad message."""
         self.stats["received"] += 1
+        if self.settings.persistent and message.qos > 0 and self._client is not None:
+            self._acks.append((self._client, message.mid))
         topic = message.topic.value
         raw = message.payload
         body = raw if isinstance(raw, bytes) else str(raw or "").encode()
@@ -425,11 +467,14 @@ class MqttGateway:
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._full.wait(), delay)
             items, self._pending = self._pending, []
+            acks, self._acks = self._acks, []
             self._pending_messages = 0
             self._wake.clear()
             self._full.clear()
             self._drained.set()
             await self._handle(items)
+            if acks:
+                await self._acknowledge(acks)
             if self._closing and not self._pending:
                 return
 
@@ -456,6 +501,14 @@ class MqttGateway:
                 log.exception("MQTT gateway: handling %r failed", item)
         if batch:
             await self._ingest(batch)
+
+    async def _acknowledge(self, acks: list[tuple[aiomqtt.Client, int]]) -> None:
+        """Acknowledge messages to the broker once their twins have applied them."""
+        await self.fleet.settled()
+        for client, mid in acks:
+            if client is self._client:  # on a connection gone since, the broker resends
+                client._client.ack(mid, 1)
+        self.stats["acknowledged"] += len(acks)
 
     async def _control(self, item: _Item) -> None:
         if type(item) is _Reject:

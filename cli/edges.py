@@ -98,7 +98,11 @@ class Edges:
             gateways = 1
         self.mqtt_url = settings.url
         for index in range(gateways):
-            gateway_settings = dataclasses.replace(settings, client_id=f"twinfleet-gw-{index}")
+            # A fixed id and a persistent session: a gateway restarted after its process died
+            # gets what the broker kept for it; it acknowledges only what twins applied.
+            gateway_settings = dataclasses.replace(
+                settings, client_id=f"twinfleet-gw-{index}", persistent=True
+            )
             supervisor.add(
                 f"gateway-{index}",
                 lambda s=gateway_settings, i=index: spawn_gateway(

@@ -12,7 +12,7 @@ import asyncio
 import collections
 import time
 from collections.abc import AsyncIterator, Collection, Mapping, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .calls import HostCalls, await_ref
 from .directory import split
@@ -20,6 +20,9 @@ from .events import Event, EventHub
 from .host import HostSettings, TwinHost
 from .messages import DeviceMessage, IngestResult
 from .stores import MemoryStore, StateStore
+
+if TYPE_CHECKING:
+    from .router import Router
 
 __all__ = ["EdgePlatform", "InProcessPlatform", "RayPlatform"]
 
@@ -29,6 +32,11 @@ class EdgePlatform(Protocol):
 
     async def ingest(self, messages: Sequence[DeviceMessage]) -> IngestResult:
         """Hand decoded device messages to their twins (waits under backpressure)."""
+        ...
+
+    async def settled(self) -> None:
+        """Wait until every message ingested so far is applied by its twin (an edge that
+        acknowledges only then loses nothing it acknowledged if its process dies)."""
         ...
 
     async def reject(self, device_id: str, code: str, message: str, *, protocol: str) -> None:
@@ -145,6 +153,9 @@ class InProcessPlatform(_EdgeBase):
         await self.host.send_events()
         return IngestResult(len(good), tuple(rejected))
 
+    async def settled(self) -> None:
+        """Nothing to wait for: ``ingest`` applies before it returns."""
+
     async def device_offline(self, device_id: str, *, protocol: str) -> None:
         """Mark the twin offline now."""
         await self.host.device_offline(device_id, protocol=protocol)
@@ -199,6 +210,11 @@ class _Routing(Protocol):
         """Host calls over the same hosts."""
         ...
 
+    @property
+    def router(self) -> Router:
+        """The router the messages go through."""
+        ...
+
 
 class RayPlatform(_EdgeBase):
     """The platform behind a ``Runtime`` (or a ``HostRouting``): hosts and hub on Ray.
@@ -215,6 +231,12 @@ class RayPlatform(_EdgeBase):
     async def ingest(self, messages: Sequence[DeviceMessage]) -> IngestResult:
         """Route the messages (in a worker thread: the router blocks under backpressure)."""
         return await asyncio.to_thread(self.routing.ingest, list(messages))
+
+    async def settled(self) -> None:
+        """Wait for every batch routed so far to be applied (a failed batch counts as done:
+        the router counts it as failed)."""
+        refs = await asyncio.to_thread(self.routing.router.sent)
+        await asyncio.gather(*(await_ref(ref) for ref in refs), return_exceptions=True)
 
     async def close(self) -> None:
         """Close the direct connections this edge opened in the running loop."""

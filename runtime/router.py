@@ -164,6 +164,14 @@ class Router:
                 if pending:
                     self._settle(pending, wait_for=len(pending))
 
+    def sent(self) -> list[ray.ObjectRef[ApplyResult]]:
+        """Send every buffered message now; the refs of every batch not yet answered (await
+        them to know that what was routed so far is applied, without holding the router)."""
+        with self._lock:
+            for host in list(self._buffers):
+                self._send(host)
+            return [p[0] for pending in self._in_flight.values() for p in pending]
+
     def has_pending(self, host: Any = None) -> bool:
         """Whether messages for ``host`` (or any) are buffered or unanswered (no lock: a hint
         for skipping :meth:`flush`, exact for messages routed before by the same thread)."""

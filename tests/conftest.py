@@ -5,11 +5,11 @@ from __future__ import annotations
 import os
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from helpers import T0, Served, port_open, serving, telemetry
+from helpers import T0, PrivateMosquitto, Served, port_open, serving, telemetry
 
 REDIS_HOST = os.environ.get("TWINFLEET_TEST_REDIS_HOST", "127.0.0.1")
 REDIS_PORT = int(os.environ.get("TWINFLEET_TEST_REDIS_PORT", "6379"))
@@ -102,3 +102,20 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
             yield Served(runtime, tokens, base_url, open_telemetry(history))
         finally:
             runtime.close()
+
+
+@pytest.fixture
+def private_mosquitto(tmp_path: Path) -> Iterator[Callable[[str], PrivateMosquitto]]:
+    brokers: list[PrivateMosquitto] = []
+
+    def make(listeners: str) -> PrivateMosquitto:
+        folder = tmp_path / f"mosquitto-{len(brokers)}"
+        folder.mkdir()
+        broker = PrivateMosquitto(folder, listeners)
+        brokers.append(broker)
+        broker.start()
+        return broker
+
+    yield make
+    for broker in brokers:
+        broker.stop()

@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import getpass
 import inspect
+import shutil
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from twinfleet.runtime.messages import DeviceMessage
@@ -181,3 +185,45 @@ class Served:
 
         headers = {"Authorization": f"Bearer {self.tokens[role]}"} if role else {}
         return httpx.Client(base_url=self.url, headers=headers, timeout=30)
+
+
+MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+
+
+class PrivateMosquitto:
+    """A Mosquitto of this test's own, with a config the test writes; stop and start at will."""
+
+    def __init__(self, folder: Path, listeners: str) -> None:
+        self.folder = folder
+        self.config = folder / "mosquitto.conf"
+        # Run as the current user (root here would otherwise switch to 'mosquitto', who
+        # cannot read the test's files); no persistence: a restart forgets everything.
+        self.config.write_text(
+            f"user {_user()}\npersistence false\nlog_dest stderr\nlog_type error\n{listeners}"
+        )
+        self.ports = [
+            int(line.split()[1]) for line in listeners.splitlines() if line.startswith("listener ")
+        ]
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with (self.folder / "mosquitto.log").open("ab") as log:
+            self.process = subprocess.Popen(
+                [MOSQUITTO, "-c", str(self.config)], stdout=subprocess.DEVNULL, stderr=log
+            )
+        deadline = time.monotonic() + 10
+        while not all(port_open("127.0.0.1", p) for p in self.ports):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                log = (self.folder / "mosquitto.log").read_text()
+                raise RuntimeError(f"the private mosquitto did not start:\n{log}")
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+        self.process = None
+
+
+def _user() -> str:
+    return getpass.getuser()

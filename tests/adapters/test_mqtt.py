@@ -10,16 +10,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import getpass
 import ipaddress
 import pickle
-import shutil
 import socket
 import ssl
-import subprocess
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +28,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from helpers import eventually, free_port, next_message, port_open
+from helpers import PrivateMosquitto, eventually, free_port, next_message, port_open
 
 from twinfleet.adapters.mqtt import DEVICE_TOPICS, MqttGateway, MqttSettings
 from twinfleet.runtime.edge import InProcessPlatform, RayPlatform
@@ -41,7 +38,6 @@ from twinfleet.twins import MAX_PAYLOAD_BYTES
 SHARED_HOST = "127.0.0.1"
 SHARED_PORT = 1883
 SHARED_URL = f"mqtt://{SHARED_HOST}:{SHARED_PORT}"
-MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 # With TLS 1.3 a refused client certificate shows only after the handshake, and aiomqtt then
 # waits for a CONNACK that never comes: a refused client fails by this timeout.
 REFUSAL_S = 1.5
@@ -621,62 +617,6 @@ def make_pki(folder: Path) -> Pki:
         stranger_cert=folder / "stranger.pem",
         stranger_key=folder / "stranger.key",
     )
-
-
-class PrivateMosquitto:
-    """A Mosquitto of this test's own, with a config the test writes; stop and start at will."""
-
-    def __init__(self, folder: Path, listeners: str) -> None:
-        self.folder = folder
-        self.config = folder / "mosquitto.conf"
-        # Run as the current user (root here would otherwise switch to 'mosquitto', who
-        # cannot read the test's files); no persistence: a restart forgets everything.
-        self.config.write_text(
-            f"user {_user()}\npersistence false\nlog_dest stderr\nlog_type error\n{listeners}"
-        )
-        self.ports = [
-            int(line.split()[1]) for line in listeners.splitlines() if line.startswith("listener ")
-        ]
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with (self.folder / "mosquitto.log").open("ab") as log:
-            self.process = subprocess.Popen(
-                [MOSQUITTO, "-c", str(self.config)], stdout=subprocess.DEVNULL, stderr=log
-            )
-        deadline = time.monotonic() + 10
-        while not all(port_open("127.0.0.1", p) for p in self.ports):
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                log = (self.folder / "mosquitto.log").read_text()
-                raise RuntimeError(f"the private mosquitto did not start:\n{log}")
-            time.sleep(0.02)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(10)
-        self.process = None
-
-
-def _user() -> str:
-    return getpass.getuser()
-
-
-@pytest.fixture
-def private_mosquitto(tmp_path: Path) -> Iterator[Callable[[str], PrivateMosquitto]]:
-    brokers: list[PrivateMosquitto] = []
-
-    def make(listeners: str) -> PrivateMosquitto:
-        folder = tmp_path / f"mosquitto-{len(brokers)}"
-        folder.mkdir()
-        broker = PrivateMosquitto(folder, listeners)
-        brokers.append(broker)
-        broker.start()
-        return broker
-
-    yield make
-    for broker in brokers:
-        broker.stop()
 
 
 @pytest.mark.slow
