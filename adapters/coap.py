@@ -562,6 +562,9 @@ class CoapEndpoint:
 
     async def _ingest(self, messages: list[DeviceMessage]) -> tuple[int, Sequence[Rejection]]:
         result = await self.fleet.ingest(messages)
+        # Answer 2.04 only once the twins applied them: an endpoint process that dies then
+        # has acknowledged nothing it had not handed over.
+        await self.fleet.settled()
         return result.accepted, result.rejected
 
     # -- events: notifications to observers ----------------------------------------------------

@@ -184,6 +184,7 @@ class SimulatedDevicesStats:
     sent: int = 0  # telemetry messages acknowledged (PUBACK, or a CoAP 2.xx)
     failed: int = 0  # telemetry refused or unanswered (CoAP)
     reported: int = 0  # reported-state patches acknowledged
+    announced: int = 0  # "online" announcements acknowledged (MQTT)
     commands_answered: int = 0
     desired_applied: int = 0
     anomalies: int = 0
@@ -556,6 +557,7 @@ class _MqttConnection(_Worker):
         await asyncio.gather(
             *(self._publish(client, self.topic(d, "status"), b"online") for d in self.ids)
         )
+        self.stats.announced += len(self.ids)
         self._set_online(True)
         await asyncio.gather(
             *(self._reported(client, d, self.greeting(i)) for i, d in enumerate(self.ids))

@@ -127,6 +127,10 @@ class CoapProcess(_Edge):
             facts["queued"] = self._routing.router.buffered
         return facts
 
+    async def flush(self) -> None:
+        """Wait until every message accepted so far is applied by its twin."""
+        await asyncio.to_thread(self._routing.flush)
+
     async def stop(self) -> None:
         """Stop answering, then hand over what was accepted."""
         await self._stack.aclose()
@@ -163,11 +167,15 @@ class SimulatorProcess(_Edge):
             facts["protocol"] = self._options.protocol
         return facts
 
-    async def stop(self) -> None:
-        """Stop the devices cleanly (they say ``offline``)."""
+    async def stop(self) -> dict[str, Any]:
+        """Stop the devices cleanly (they say ``offline``); returns their last counters."""
+        last = await self.stats()
         await self._stack.aclose()
+        if self._devices is not None:
+            last.update(self._devices.stats.as_dict())
         self._devices = None
         await asyncio.to_thread(self._routing.close)
+        return last
 
 
 async def _register(routing: HostRouting, devices: SimulatedDevices) -> None:

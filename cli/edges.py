@@ -15,6 +15,7 @@ import dataclasses
 import logging
 import os
 import threading
+import time
 from typing import Any
 
 import ray
@@ -166,16 +167,36 @@ class Edges:
             "processes": processes,
         }
 
+    def stop_devices(self) -> dict[str, dict[str, Any]]:
+        """Stop the simulated devices (they say ``offline``); their last counters by name."""
+        last: dict[str, dict[str, Any]] = {}
+        for child in self.supervisor.children():
+            if child.name.startswith("devices-"):
+                try:
+                    last[child.name] = ray.get(child.actor.stop.remote(), timeout=30)
+                except Exception as err:
+                    log.warning("stopping %s: %s", child.name, err)
+        return last
+
+    def drain(self, timeout_s: float = 15.0) -> bool:
+        """Wait until the gateways and the CoAP endpoint have handed every message they
+        took to the twins, and the twins applied them; whether they did in time."""
+        deadline = time.monotonic() + timeout_s
+        relays = [c for c in self.supervisor.children() if c.name.startswith(("gateway-", "coap"))]
+        while time.monotonic() < deadline:
+            try:
+                stats = ray.get([c.actor.stats.remote() for c in relays], timeout=5)
+                if all(int(s.get("queued", 0)) == 0 for s in stats):
+                    ray.get([c.actor.flush.remote() for c in relays], timeout=10)
+                    return True
+            except Exception as err:
+                log.warning("draining the edges: %s", err)
+            time.sleep(0.1)
+        return False
+
     def stop(self) -> None:
         """Stop devices, API, CoAP endpoint, gateways and broker (newest first)."""
-        children = self.supervisor.children()
-        devices = [c for c in children if c.name.startswith("devices-")]
-        # Devices first (they say offline), then the API, then the rest.
-        for child in devices:
-            try:
-                ray.get(child.actor.stop.remote(), timeout=20)
-            except Exception as err:
-                log.warning("stopping %s: %s", child.name, err)
+        self.stop_devices()
         if self._api is not None:
             self._api.stop()
         self.supervisor.stop()

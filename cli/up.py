@@ -103,6 +103,8 @@ def run_up(options: UpOptions, *, console: Console | None = None) -> dict[str, A
         stop.event.set()
         _say(console, "twinfleet: shutting down, flushing state ...")
         with _quiet(log_path):
+            if summary:
+                summary["final"] = _final(runtime, edges)
             edges.stop()
             runtime.close()
         for sig, handler in previous.items():
@@ -237,6 +239,32 @@ def _watch(
     if not console.is_terminal:
         console.line()  # off a terminal, Live leaves its last frame without a newline
     return summary
+
+
+def _final(runtime: Runtime, edges: Edges) -> dict[str, Any]:
+    """After the simulated devices stopped and the edges drained: what the devices had
+    acknowledged against what the hosts took, per protocol (an MQTT device's messages are its
+    readings, reported patches and ``online`` announcements)."""
+    devices = edges.stop_devices()
+    drained = edges.drain()
+    stats = runtime.stats()
+    hosts = [*stats["hosts"], *stats["dedicated_hosts"]]
+    taken: dict[str, int] = {}
+    for host in hosts:
+        for protocol, n in host.get("messages_by_protocol", {}).items():
+            taken[protocol] = taken.get(protocol, 0) + int(n)
+    sent = {
+        str(d.get("protocol")): int(d.get("sent", 0))
+        + int(d.get("reported", 0))
+        + int(d.get("announced", 0))
+        for d in devices.values()
+    }
+    return {
+        "drained": drained,
+        "devices_sent": sent,
+        "hosts_took": taken,
+        "lag_p99_s_since_start": _lag_since_start(hosts),
+    }
 
 
 def _lag_since_start(hosts: list[dict[str, Any]]) -> dict[str, float]:
