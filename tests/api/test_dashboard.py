@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import re
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -223,3 +225,50 @@ def test_dashboard_in_chromium(
         page.close()
     assert not problems
     assert all(url.startswith(dashboard.url) for url in requests), requests
+
+
+def test_the_overview_shows_messages_and_lag_per_protocol(
+    dashboard: Dashboard, browser: Any, served: Served
+) -> None:
+    runtime = served.runtime
+    stop = threading.Event()
+
+    def feed() -> None:
+        """MQTT readings that an edge received 0.3 s before they are routed."""
+        step = 0
+        while not stop.is_set():
+            now = time.time()
+            runtime.ingest(
+                DeviceMessage(
+                    f"lag-{k}",
+                    "telemetry",
+                    {"temperature": 20.0 + step % 3},
+                    now,
+                    "mqtt",
+                    "smart-sensor",
+                    now - 0.3,
+                )
+                for k in range(20)
+            )
+            step += 1
+            stop.wait(0.1)
+
+    feeder = threading.Thread(target=feed, daemon=True)
+    feeder.start()
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    page.set_default_timeout(20_000)
+    try:
+        page.goto(dashboard.url + "/")
+        page.fill("#token", dashboard.admin)
+        page.press("#token", "Enter")
+        row = page.locator("#ingest-table tr[data-protocol='mqtt']")
+        expect(row).to_be_visible()
+        expect(row.locator("td").nth(1)).not_to_have_text("0.0")
+        lag = row.locator("td.lag-p99")
+        expect(lag).to_have_text(re.compile(r"^\d+ ms$"))
+        shown = int(lag.inner_text().split()[0])
+        assert 300 <= shown <= 500  # 0.3 s and a little: inside the (0.25, 0.5] s bucket
+    finally:
+        stop.set()
+        feeder.join(10)
+        page.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -67,10 +68,22 @@ def wait_for(scrape: Callable[[], Samples], done: Callable[[Samples], bool]) -> 
     return samples
 
 
+class FakeEdges:
+    """``twinfleet up``'s edges as the edge collector reads them (their real stats are
+    scraped from a running ``twinfleet up`` in tests/cli)."""
+
+    def stats(self) -> dict[str, Any]:
+        gateway = {"up": True, "restarts": 1, "pid": os.getpid(), "received": 10, "decoded": 9}
+        gateway |= {"ingested": 8, "batches": 2, "rejected:malformed_payload": 1, "queued": 3}
+        coap = {"up": True, "restarts": 0, "pid": os.getpid(), "requests": 5, "batches": 1}
+        coap["rejected:unsupported_format"] = 2
+        return {"processes": {"gateway-0": gateway, "coap": coap, "broker": {"up": False}}}
+
+
 @pytest.fixture(scope="module")
 def metered(served: Served) -> Iterator[Metered]:
     tokens = TokenStore(open_store("memory://"))
-    app = create_app(served.runtime, tokens)  # create_app installs the metrics
+    app = create_app(served.runtime, tokens, edges=FakeEdges())  # it installs the metrics
     with serving(app) as url:
         yield Metered(served.runtime, url, tokens.create("admin")[1])
 
@@ -150,7 +163,12 @@ def test_api_latency_is_labelled_by_route_template(metered: Metered) -> None:
 def test_dashboard_uses_only_exposed_metrics(metered: Metered) -> None:
     with metered.client() as http:  # so the histogram has samples to expose
         http.get("/api/v1/twins/api-0")
-    exposed = set(metered.scrape())
+    now = time.time()  # a message an edge received: the lag histograms have samples
+    metered.runtime.ingest(
+        [DeviceMessage("metrics-lag", "telemetry", {"t": 1.0}, now, "mqtt", None, now)]
+    )
+    metered.runtime.flush()
+    exposed = set(wait_for(metered.scrape, lambda s: "twinfleet_message_lag_seconds_bucket" in s))
     dashboard = json.loads(DASHBOARD.read_text())
     assert 38 <= dashboard["schemaVersion"] <= 40
     variables = {v["name"]: v for v in dashboard["templating"]["list"]}
@@ -164,6 +182,25 @@ def test_dashboard_uses_only_exposed_metrics(metered: Metered) -> None:
             names = set(re.findall(r"\btwinfleet_[a-z0-9_]+", target["expr"]))
             assert names, f"{panel['title']}: {target['expr']}"
             assert names <= exposed, f"{panel['title']}: {sorted(names - exposed)} not exposed"
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("ray_session")
+def test_edge_metrics_name_each_edge_and_each_refusal_code(metered: Metered) -> None:
+    samples = metered.scrape()
+    up = {labels["edge"]: value for labels, value in samples["twinfleet_edge_up"]}
+    assert up == {"broker": 0.0, "coap": 1.0, "gateway-0": 1.0}
+    assert total(samples, "twinfleet_edge_restarts_total") == 1
+    assert total(samples, "twinfleet_gateway_messages_received_total") == 10
+    assert samples["twinfleet_gateway_messages_rejected_total"] == [
+        ({"edge": "gateway-0", "code": "malformed_payload"}, 1.0)
+    ]
+    assert total(samples, "twinfleet_gateway_queue_messages") == 3
+    assert total(samples, "twinfleet_coap_requests_total") == 5
+    assert {labels["edge"] for labels, _ in samples["twinfleet_edge_cpu_seconds_total"]} == {
+        "coap",
+        "gateway-0",
+    }
 
 
 # -- the collector alone, without Ray ----------------------------------------------------------

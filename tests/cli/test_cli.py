@@ -19,7 +19,9 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+from helpers import free_port
 
 from twinfleet.runtime.stores import open_store
 
@@ -192,6 +194,97 @@ def test_sigterm_stops_cleanly_and_flushes_state(tmp_path: Path) -> None:
     newest = {s["id"]: newest_stamp(s["reported_ts"]) for s in snaps}
     stale = {i: round(signalled_at - ts, 2) for i, ts in newest.items() if ts < signalled_at - 3}
     assert not stale
+
+
+def _scrape(url: str) -> dict[str, list[tuple[dict[str, str], float]]]:
+    """Sample name -> [(labels, value)] from ``url``/metrics (empty while it does not answer)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    try:
+        text = httpx.get(f"{url}/metrics", timeout=10).text
+    except httpx.HTTPError:
+        return {}
+    samples: dict[str, list[tuple[dict[str, str], float]]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples.setdefault(sample.name, []).append((dict(sample.labels), sample.value))
+    return samples
+
+
+def _edge_values(samples: dict[str, Any], name: str) -> dict[str, float]:
+    return {labels["edge"]: value for labels, value in samples.get(name, [])}
+
+
+def test_a_running_platform_shows_its_lag_and_edges_and_restarts_a_killed_edge(
+    tmp_path: Path,
+) -> None:
+    import psutil
+
+    data_dir = tmp_path / "data"
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with _twinfleet(
+        "up", "--simulate", "100", "--interval", "1", "--port", str(port), "--coap-port", "0",
+        "--mqtt-port", "0", "--data-dir", str(data_dir), cwd=tmp_path,
+    ) as proc:  # fmt: skip
+
+        def lag_of_both() -> bool:
+            samples = _scrape(url)
+            protocols = {
+                labels["protocol"]
+                for labels, _ in samples.get("twinfleet_message_lag_seconds_count", [])
+                if labels["since"] == "received"
+            }
+            return {"mqtt", "coap"} <= protocols
+
+        _wait_until(lag_of_both, proc, timeout=RUN_TIMEOUT_S)
+        samples = _scrape(url)
+        up = _edge_values(samples, "twinfleet_edge_up")
+        assert up == dict.fromkeys(
+            ("broker", "gateway-0", "coap", "devices-mqtt", "devices-coap"), 1.0
+        )
+        assert _edge_values(samples, "twinfleet_gateway_messages_received_total")["gateway-0"] > 0
+        assert _edge_values(samples, "twinfleet_gateway_batches_total")["gateway-0"] > 0
+        assert _edge_values(samples, "twinfleet_coap_requests_total")["coap"] > 0
+        assert all(
+            v > 0 for v in _edge_values(samples, "twinfleet_edge_cpu_seconds_total").values()
+        )
+        # The flow per protocol, as the dashboard reads it.
+        token = (data_dir / "admin.token").read_text().strip()
+        auth = {"Authorization": f"Bearer {token}"}
+        httpx.get(f"{url}/api/v1/ingest", headers=auth, timeout=10)
+        time.sleep(2.5)
+        flow = httpx.get(f"{url}/api/v1/ingest", headers=auth, timeout=10).json()["protocols"]
+        by_protocol = {row["protocol"]: row for row in flow}
+        assert by_protocol["mqtt"]["messages_per_s"] > 0
+        assert by_protocol["coap"]["messages_per_s"] > 0
+        assert 0 < by_protocol["mqtt"]["lag_p99_s"] < 5
+
+        # SIGKILL the CoAP endpoint's process: the supervisor starts it again, on its port.
+        (victim,) = [
+            p
+            for p in psutil.process_iter(["cmdline"])
+            if "ray::CoapProcess" in " ".join(p.info["cmdline"] or ())
+        ]
+        victim.kill()
+
+        def restarted() -> bool:
+            samples = _scrape(url)
+            return (
+                _edge_values(samples, "twinfleet_edge_restarts_total").get("coap") == 1.0
+                and _edge_values(samples, "twinfleet_edge_up").get("coap") == 1.0
+            )
+
+        _wait_until(restarted, proc, timeout=RUN_TIMEOUT_S)
+        before = _edge_values(_scrape(url), "twinfleet_coap_requests_total")["coap"]
+        _wait_until(
+            lambda: _edge_values(_scrape(url), "twinfleet_coap_requests_total")["coap"] > before,
+            proc,
+            timeout=60,
+        )
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=RUN_TIMEOUT_S)
+    assert proc.returncode == 0, err
 
 
 def test_up_reads_its_options_from_the_environment(tmp_path: Path) -> None:
