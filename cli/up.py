@@ -264,15 +264,17 @@ def _final(runtime: Runtime, edges: Edges) -> dict[str, Any]:
         "devices_sent": sent,
         "hosts_took": taken,
         "lag_p99_s_since_start": _lag_since_start(hosts),
+        "publish_lag_p99_s_since_start": _lag_since_start(hosts, "published"),
     }
 
 
-def _lag_since_start(hosts: list[dict[str, Any]]) -> dict[str, float]:
-    """Receive-to-applied lag p99 per protocol over every sample since the hosts started."""
+def _lag_since_start(hosts: list[dict[str, Any]], since: str = "received") -> dict[str, float]:
+    """Lag p99 per protocol over every sample since the hosts started: from when the edge
+    received each message (``since="received"``) or the device measured it (``"published"``)."""
     buckets: dict[str, list[int]] = {}
     for host in hosts:
         for histogram in host.get("lag", ()):
-            if histogram["kind"] != "received":
+            if histogram["kind"] != since:
                 continue
             counts = buckets.setdefault(histogram["protocol"], [0] * len(histogram["buckets"]))
             for i, n in enumerate(histogram["buckets"]):
