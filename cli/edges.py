@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import os
 import threading
@@ -106,8 +107,8 @@ class Edges:
             )
             supervisor.add(
                 f"gateway-{index}",
-                lambda s=gateway_settings, i=index: spawn_gateway(
-                    roster, s, name=f"twinfleet-gateway-{i}"
+                functools.partial(
+                    spawn_gateway, roster, gateway_settings, name=f"twinfleet-gateway-{index}"
                 ),
                 lambda actor, facts: actor.start.remote(),
             )
@@ -123,8 +124,12 @@ class Edges:
         for fleet in self._device_fleets():
             supervisor.add(
                 f"devices-{fleet.protocol}",
-                lambda f=fleet: spawn_edge(
-                    SimulatorProcess, roster, f, name=f"twinfleet-devices-{f.protocol}"
+                functools.partial(
+                    spawn_edge,
+                    SimulatorProcess,
+                    roster,
+                    fleet,
+                    name=f"twinfleet-devices-{fleet.protocol}",
                 ),
                 lambda actor, facts: actor.start.remote(register=facts is None),
             )

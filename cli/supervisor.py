@@ -68,7 +68,8 @@ class Supervisor:
         """Spawn a child and start it (raises what its start raised); returns its facts."""
         child = Child(name, spawn, start, actor=spawn())
         try:
-            child.facts = ray.get(start(child.actor, None), timeout=self._start_timeout_s) or {}
+            facts = ray.get(start(child.actor, None), timeout=self._start_timeout_s)
+            child.facts = dict(facts or {})
         except BaseException:
             ray.kill(child.actor, no_restart=True)
             raise

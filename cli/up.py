@@ -186,7 +186,7 @@ class _Cpu:
             times = process.cpu_times()
         except psutil.Error:
             return None
-        return round(times.user + times.system, 2)
+        return round(float(times.user + times.system), 2)
 
 
 def _watch(
