@@ -58,11 +58,7 @@ def run_up(options: UpOptions, *, console: Console | None = None) -> dict[str, A
     _log_to(log_path)
     stop = _Stop()
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
-    _say(
-        console,
-        f"twinfleet: starting {options.hosts} hosts on Ray, store {options.store_url} "
-        f"(log: {log_path})",
-    )
+    _say(console, f"twinfleet: starting {options.hosts} hosts on Ray, store {options.store_url}")
     with _quiet(log_path):
         runtime = Runtime(
             store=options.store_url,
@@ -90,15 +86,20 @@ def run_up(options: UpOptions, *, console: Console | None = None) -> dict[str, A
             edges.start()
         for notice in edges.notices:
             _say(console, f"twinfleet: {notice}")
-        _say(
-            console,
-            f"twinfleet: MQTT broker {edges.mqtt_url} ({edges.gateways} gateway"
-            f"{'s' if edges.gateways != 1 else ''}), CoAP {edges.coap_url}",
-        )
-        _say(console, f"twinfleet: dashboard {edges.api_url}/  API docs {edges.api_url}/docs")
-        _say(console, f"twinfleet: admin token in {token_file}")
+        where = {
+            "dashboard": f"{edges.api_url}/",
+            "API docs": f"{edges.api_url}/docs",
+            "admin token": str(token_file),
+            "MQTT": f"{edges.mqtt_url} ({edges.gateways} gateway"
+            f"{'s' if edges.gateways != 1 else ''})",
+            "CoAP": edges.coap_url,
+            "log": str(log_path),
+        }
+        if not console.is_terminal:  # a service's log: where things are, once, in plain lines
+            for name, value in where.items():
+                _say(console, f"twinfleet: {name} {value}")
         deadline = None if options.duration_s is None else time.monotonic() + options.duration_s
-        summary = _watch(runtime, edges, console, stop.event, deadline)
+        summary = _watch(runtime, edges, console, stop.event, deadline, where)
     finally:
         stop.event.set()
         _say(console, "twinfleet: shutting down, flushing state ...")
@@ -189,12 +190,13 @@ class _Cpu:
         return round(float(times.user + times.system), 2)
 
 
-def _watch(
+def _watch(  # noqa: PLR0917 - the one caller passes each in order
     runtime: Runtime,
     edges: Edges,
     console: Console,
     stop: threading.Event,
     deadline: float | None,
+    where: dict[str, str],
 ) -> dict[str, Any]:
     started = time.monotonic()
     meter = FlowMeter()
@@ -229,7 +231,7 @@ def _watch(
                 "cpu_s": _cpu_seconds(cpu, edge["processes"], hosts),
                 "uptime_s": round(now - started, 1),
             }
-            live.update(_screen(summary, edge["processes"]))
+            live.update(_screen(summary, edge["processes"], where))
             if not console.is_terminal and now - last_logged >= 10.0:
                 # Off a terminal (a service's log) Live draws nothing until the end.
                 last_logged = now
@@ -307,8 +309,15 @@ def _line(summary: dict[str, Any]) -> str:
     )
 
 
-def _screen(summary: dict[str, Any], processes: dict[str, dict[str, Any]]) -> Group:
-    fleet = Table(title="twinfleet fleet", title_justify="left")
+def _screen(
+    summary: dict[str, Any], processes: dict[str, dict[str, Any]], where: dict[str, str]
+) -> Group:
+    header = Table.grid(padding=(0, 2))
+    header.add_column(style="bold")
+    header.add_column()
+    for name, value in where.items():
+        header.add_row(name, value)
+    fleet = Table(title="fleet", title_justify="left")
     for column in ("twins", "online", "anomalous", "updates/s", "applied", "rejected"):
         fleet.add_column(column, justify="right")
     fleet.add_row(
@@ -338,4 +347,4 @@ def _screen(summary: dict[str, Any], processes: dict[str, dict[str, Any]]) -> Gr
         ),
         style="dim",
     )
-    return Group(fleet, flow, edges)
+    return Group(header, fleet, flow, edges)

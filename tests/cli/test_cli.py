@@ -152,7 +152,7 @@ def test_up_runs_a_simulated_fleet_and_prints_a_json_summary(tmp_path: Path) -> 
     screen = done.stdout + done.stderr
     assert "port 1883 is taken: the embedded MQTT broker listens on" in screen
     assert "dashboard http://" in screen
-    assert f"admin token in {data_dir / 'admin.token'}" in screen
+    assert f"admin token {data_dir / 'admin.token'}" in screen
     assert "Traceback" not in screen
     assert "Ray" not in screen.replace("on Ray,", "")
     assert "Token authentication" in (data_dir / "twinfleet.log").read_text()
@@ -361,7 +361,7 @@ def test_up_with_an_external_broker_takes_devices_over_mqtt_and_coap(tmp_path: P
     )  # fmt: skip
 
     assert done.returncode == 0, done.stderr
-    assert "MQTT broker mqtt://127.0.0.1:1883 (1 gateway)" in done.stdout
+    assert "MQTT mqtt://127.0.0.1:1883 (1 gateway)" in done.stdout
     summary = _summary(done.stdout)
     assert summary["twins"] == 100
     assert summary["mqtt_in"] > 0
