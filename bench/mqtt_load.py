@@ -90,12 +90,18 @@ class RawPublisher:
         *,
         rate: float,
         chunk_s: float = 0.01,
+        max_unacked: int | None = None,
     ) -> float:
-        """Publish ``count`` messages built by ``make(i, now)`` at ``rate``; returns seconds."""
+        """Publish ``count`` messages built by ``make(i, now)`` at ``rate``, with at most
+        ``max_unacked`` unacknowledged (QoS 1; None: no limit); returns seconds."""
         start = time.perf_counter()
         sent = 0
         per_chunk = max(1, int(rate * chunk_s))
+        if max_unacked is not None:
+            per_chunk = min(per_chunk, max(1, max_unacked // 4))
         while sent < count:
+            while max_unacked is not None and self.qos and sent - self.acked >= max_unacked:
+                time.sleep(0.0005)  # a well-behaved publisher waits for its PUBACKs
             due = start + sent / rate
             delay = due - time.perf_counter()
             if delay > 0:
@@ -140,6 +146,8 @@ def main() -> None:
     parser.add_argument("--id-format", default="e2e-{:06d}")
     parser.add_argument("--topic", default="devices/{}/telemetry")
     parser.add_argument("--qos", type=int, default=1)
+    parser.add_argument("--max-unacked", type=int, default=None)
+    parser.add_argument("--first", type=int, default=0, help="index of the first message")
     args = parser.parse_args()
     ids = [args.id_format.format(i) for i in range(args.devices)]
     rng = random.Random(7)
@@ -153,7 +161,12 @@ def main() -> None:
     publisher = RawPublisher(
         args.host, args.port, client_id=f"bench-pub-{rng.getrandbits(32):08x}", qos=args.qos
     )
-    seconds = publisher.run(args.count, make, rate=args.rate)
+    seconds = publisher.run(
+        args.count,
+        lambda i, now: make(args.first + i, now),
+        rate=args.rate,
+        max_unacked=args.max_unacked,
+    )
     acked = publisher.wait_acked(args.count)
     publisher.close()
     print(json.dumps({"published": args.count, "seconds": seconds, "acked": acked}))
