@@ -66,7 +66,7 @@ log = logging.getLogger(__name__)
 
 PROTOCOL: Final = "mqtt"
 DEFAULT_PORTS: Final = {"mqtt": 1883, "mqtts": 8883}
-#: The topic filters a gateway reads (before ``$share/{group}/``).
+#: The topic filters a gateway reads, each with the suffix of its share group.
 DEVICE_TOPICS: Final = (
     "devices/+/telemetry",
     "devices/+/reported",
@@ -74,6 +74,7 @@ DEVICE_TOPICS: Final = (
     "devices/+/status",
     "application/+/device/+/event/up",
 )
+_SHARE_SUFFIXES: Final = ("telemetry", "reported", "responses", "status", "lorawan")
 _EVENT_TYPES: Final = frozenset(("desired", "command", "presence"))
 _PUBLISH_TRIES: Final = 3  # publish failures on one live connection before a message is dropped
 _STAT_KEYS: Final = (
@@ -213,9 +214,19 @@ class MqttSettings:
         return f"{'mqtts' if self.tls else 'mqtt'}://{host}:{self.port}"
 
     def subscriptions(self) -> list[tuple[str, int]]:
-        """The topic filters with their QoS, shared (``$share/{group}/...``) when ``shared``."""
-        prefix = f"$share/{self.share_group}/" if self.shared else ""
-        return [(prefix + topic, self.qos) for topic in DEVICE_TOPICS]
+        """The topic filters with their QoS; when ``shared``, each in a share group of its own
+        (``$share/{group}-telemetry/devices/+/telemetry``, ...).
+
+        One group per filter: rumqttd (the embedded broker) delivers only a part of the
+        messages to a group whose members subscribe several filters (measured: 1,772 of
+        4,172); Mosquitto and EMQX spread each group's messages alike either way.
+        """
+        if not self.shared:
+            return [(topic, self.qos) for topic in DEVICE_TOPICS]
+        return [
+            (f"$share/{self.share_group}-{suffix}/{topic}", self.qos)
+            for suffix, topic in zip(_SHARE_SUFFIXES, DEVICE_TOPICS, strict=True)
+        ]
 
     def ssl_context(self) -> ssl.SSLContext | None:
         """The TLS context for ``mqtts`` (server verified against ``ca_file`` or the system's

@@ -6,7 +6,8 @@ of the running fleet), so none of them waits for another's interpreter. ``start`
 idempotent and is called again by the supervisor after a restart (``stats()["started"]`` is
 false in a fresh process); what it returns (a port, a URL) is what the supervisor remembers.
 
-- :class:`BrokerProcess`: the embedded MQTT broker (amqtt) when the user gives no ``--mqtt``.
+- :class:`BrokerProcess`: the embedded MQTT broker (rumqttd through iotcore, in a child process
+  of this actor) when the user gives no ``--mqtt``.
 - :class:`CoapProcess`: the CoAP endpoint.
 - :class:`SimulatorProcess`: simulated devices (one fleet of one protocol per process).
 
@@ -67,8 +68,8 @@ class BrokerProcess(_Edge):
                 broker = EmbeddedBroker(host=self._host, port=port)
                 try:
                     await broker.start()
-                except Exception as err:  # amqtt wraps the OSError of bind in its BrokerError
-                    if not (free_port_if_taken and _address_in_use(err)):
+                except OSError as err:
+                    if not (free_port_if_taken and err.errno == errno.EADDRINUSE):
                         raise
                     broker = EmbeddedBroker(host=self._host, port=0)
                     await broker.start()
@@ -81,10 +82,17 @@ class BrokerProcess(_Edge):
             }
 
     async def stats(self) -> dict[str, Any]:
-        """Whether it runs, and where."""
+        """Whether it runs, and where; a broker process that died counts as not started, so
+        the supervisor starts it again."""
+        if self._broker is not None and not self._broker.running():
+            log.warning("the embedded MQTT broker's process died")
+            await self._broker.stop()
+            self._broker = None
+            self._started_at = None
         facts = self._facts()
         if self._broker is not None:
             facts["url"] = self._broker.url
+            facts["broker_pid"] = self._broker.pid
         return facts
 
     async def stop(self) -> None:
@@ -92,11 +100,6 @@ class BrokerProcess(_Edge):
         broker, self._broker = self._broker, None
         if broker is not None:
             await broker.stop()
-
-
-def _address_in_use(err: BaseException) -> bool:
-    cause = err if isinstance(err, OSError) else err.__cause__
-    return isinstance(cause, OSError) and cause.errno == errno.EADDRINUSE
 
 
 class CoapProcess(_Edge):

@@ -116,8 +116,7 @@ def cli() -> None:
     type=click.IntRange(min=1),
     envvar="TWINFLEET_GATEWAYS",
     metavar="N",
-    help="MQTT gateway processes sharing the device topics (default: one per two cores; "
-    "one with the embedded broker).",
+    help="MQTT gateway processes sharing the device topics (default: one per two cores).",
 )
 @click.option(
     "--mqtt-port",

@@ -90,14 +90,8 @@ class Edges:
                     f"port {options.mqtt_port} is taken: the embedded MQTT broker listens on "
                     f"{facts['port']} instead"
                 )
-            # amqtt has no shared subscriptions: one gateway reads everything.
-            settings = MqttSettings.from_url(facts["url"], shared=False)
-            if options.gateways not in (None, 1):
-                self.notices.append(
-                    "the embedded broker has no shared subscriptions: one gateway, not "
-                    f"{options.gateways} (give --mqtt for a broker that has them)"
-                )
-            gateways = 1
+            settings = MqttSettings.from_url(facts["url"])
+            gateways = options.gateways or default_gateways()
         self.mqtt_url = settings.url
         for index in range(gateways):
             # A fixed id and a persistent session: a gateway restarted after its process died

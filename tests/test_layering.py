@@ -15,7 +15,7 @@ import pytest
 PLATFORM = {
     "aiocoap",
     "aiomqtt",
-    "amqtt",
+    "iotcore",
     "fastapi",
     "influxdb_client",
     "paho",

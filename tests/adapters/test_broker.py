@@ -1,9 +1,11 @@
-"""The embedded amqtt broker, alone and with the MQTT gateway (no services needed)."""
+"""The embedded broker (rumqttd through iotcore), alone and with the MQTT gateway: the contract
+devices and gateways rely on (no services needed)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import uuid
 from collections.abc import AsyncIterator
 
@@ -15,6 +17,7 @@ from helpers import eventually, next_message
 from twinfleet.adapters.broker import EmbeddedBroker
 from twinfleet.adapters.mqtt import MqttGateway
 from twinfleet.runtime.edge import InProcessPlatform
+from twinfleet.twins import MAX_PAYLOAD_BYTES
 
 
 @pytest.fixture
@@ -50,19 +53,100 @@ async def test_broker_serves_aiomqtt_clients(broker: EmbeddedBroker) -> None:
         await pub.publish("devices/a/desired", b"", qos=1, retain=True)  # clears it
 
 
-async def test_amqtt_has_no_shared_subscriptions(broker: EmbeddedBroker) -> None:
-    """Why the gateway subscribes plainly on the embedded broker (``shared=False``)."""
+async def test_shared_subscriptions_split_the_load(broker: EmbeddedBroker) -> None:
+    """Why ``--gateways N`` works on the embedded broker too."""
+    counts = [0, 0]
     async with (
-        aiomqtt.Client("127.0.0.1", broker.port) as sub,
+        aiomqtt.Client("127.0.0.1", broker.port) as a,
+        aiomqtt.Client("127.0.0.1", broker.port) as b,
         aiomqtt.Client("127.0.0.1", broker.port) as pub,
     ):
-        await sub.subscribe("$share/g/devices/+/telemetry", qos=1)  # granted, but never matches
-        await sub.subscribe("devices/+/reported", qos=1)
-        await pub.publish("devices/a/telemetry", b"1", qos=1)
-        await pub.publish("devices/a/reported", b"2", qos=1)
+        for sub in (a, b):
+            await sub.subscribe("$share/g/devices/+/telemetry", qos=1)
+
+        async def count(k: int, sub: aiomqtt.Client) -> None:
+            async for _ in sub.messages:
+                counts[k] += 1
+
+        readers = [asyncio.create_task(count(k, sub)) for k, sub in enumerate((a, b))]
+        for i in range(40):
+            await pub.publish(f"devices/d{i}/telemetry", b"1", qos=1)
+        await eventually(lambda: sum(counts) == 40)
+        for reader in readers:
+            reader.cancel()
+    assert all(counts), counts  # each got a share, none twice
+    assert broker.settings().shared
+
+
+async def test_a_gateways_subscriptions_get_every_message_of_every_kind(
+    broker: EmbeddedBroker,
+) -> None:
+    """rumqttd drops messages for a share group whose member holds several filters: the
+    gateway's filters are in a group each, and all of them arrive."""
+    kinds = ("telemetry", "reported", "status")
+    got: list[str] = []
+    async with aiomqtt.Client("127.0.0.1", broker.port, identifier="gw", clean_session=False) as gw:
+        await gw.subscribe(broker.settings().subscriptions())
+
+        async def read() -> None:
+            async for message in gw.messages:
+                got.append(message.topic.value)  # noqa: PERF401 - until cancelled
+
+        reader = asyncio.create_task(read())
+        async with aiomqtt.Client("127.0.0.1", broker.port) as device:
+            await asyncio.gather(
+                *(
+                    device.publish(f"devices/d{i}/{kind}", b"{}", qos=1)
+                    for i in range(200)
+                    for kind in kinds
+                )
+            )
+        await eventually(lambda: len(got) == 600, timeout=10)
+        reader.cancel()
+    assert sorted(got) == sorted(f"devices/d{i}/{k}" for i in range(200) for k in kinds)
+
+
+async def test_last_will_and_a_payload_at_the_platforms_limit(broker: EmbeddedBroker) -> None:
+    big = b"x" * (MAX_PAYLOAD_BYTES - 100)
+    async with aiomqtt.Client("127.0.0.1", broker.port) as sub:
+        await sub.subscribe("devices/+/status", qos=1)
+        await sub.subscribe("devices/+/telemetry", qos=1)
+        async with aiomqtt.Client("127.0.0.1", broker.port) as pub:
+            await pub.publish("devices/big/telemetry", big, qos=1)
+        assert (await next_message(sub)).payload == big
+        will = aiomqtt.Will("devices/w/status", b"offline", qos=1)
+        dying = aiomqtt.Client("127.0.0.1", broker.port, will=will, keepalive=60)
+        await dying.__aenter__()
+        dying._client.socket().close()  # gone without DISCONNECT: the broker sends the will
         message = await next_message(sub)
-    assert message.topic.value == "devices/a/reported"  # the telemetry before it never came
-    assert not broker.settings().shared
+        assert (message.topic.value, message.payload) == ("devices/w/status", b"offline")
+        with contextlib.suppress(Exception):
+            await dying.__aexit__(None, None, None)
+
+
+async def test_a_persistent_session_gets_again_what_it_did_not_acknowledge(
+    broker: EmbeddedBroker,
+) -> None:
+    ident = f"gw-{uuid.uuid4().hex[:8]}"
+    first = aiomqtt.Client("127.0.0.1", broker.port, identifier=ident, clean_session=False)
+    first._client.manual_ack_set(True)
+    async with first:
+        await first.subscribe("devices/+/telemetry", qos=1)
+        async with aiomqtt.Client("127.0.0.1", broker.port) as pub:
+            await pub.publish("devices/a/telemetry", b"read, never acknowledged", qos=1)
+        await next_message(first)
+    async with aiomqtt.Client("127.0.0.1", broker.port) as pub:
+        await pub.publish("devices/a/telemetry", b"sent while away", qos=1)
+    again = aiomqtt.Client("127.0.0.1", broker.port, identifier=ident, clean_session=False)
+    async with again:
+        payloads = {(await next_message(again)).payload for _ in range(2)}
+    assert payloads == {b"read, never acknowledged", b"sent while away"}
+
+
+async def test_a_taken_port_is_a_clear_oserror(broker: EmbeddedBroker) -> None:
+    with pytest.raises(OSError, match="is taken") as raised:
+        await EmbeddedBroker(port=broker.port).start()
+    assert raised.value.errno == errno.EADDRINUSE
 
 
 async def test_gateway_on_the_embedded_broker(broker: EmbeddedBroker) -> None:

@@ -212,7 +212,13 @@ def test_settings_refuse_bad_input(url: str, options: dict[str, Any], message: s
 
 def test_subscriptions_are_shared_unless_told_otherwise() -> None:
     shared = MqttSettings.from_url("mqtt://h", share_group="grp")
-    assert shared.subscriptions() == [(f"$share/grp/{t}", 1) for t in DEVICE_TOPICS]
+    assert shared.subscriptions() == [
+        ("$share/grp-telemetry/devices/+/telemetry", 1),
+        ("$share/grp-reported/devices/+/reported", 1),
+        ("$share/grp-responses/devices/+/commands/+/response", 1),
+        ("$share/grp-status/devices/+/status", 1),
+        ("$share/grp-lorawan/application/+/device/+/event/up", 1),
+    ]
     plain = MqttSettings.from_url("mqtt://h", shared=False, qos=0)
     assert plain.subscriptions() == [(t, 0) for t in DEVICE_TOPICS]
 

@@ -163,6 +163,9 @@ def test_up_runs_a_simulated_fleet_and_prints_a_json_summary(tmp_path: Path) -> 
     assert summary["rejected"] == 0
     assert summary["offline_transitions"] == 0
     assert summary["edge_restarts"] == 0
+    # every message a device had acknowledged reached its twin
+    assert summary["final"]["drained"] is True
+    assert summary["final"]["devices_sent"] == summary["final"]["hosts_took"]
     assert set(summary["flow"]) == {"mqtt", "coap"}
     assert all(f["messages_per_s"] > 0 for f in summary["flow"].values())
     assert {"driver", "broker", "gateway-0", "coap", "host-0"} <= set(summary["cpu_s"])

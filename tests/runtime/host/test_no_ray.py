@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 # The state stores and history sinks it is given may load their clients (redis, influx).
-PLATFORM = {"aiocoap", "aiomqtt", "amqtt", "fastapi", "paho", "ray", "starlette", "uvicorn"}
+PLATFORM = {"aiocoap", "aiomqtt", "iotcore", "fastapi", "paho", "ray", "starlette", "uvicorn"}
 
 
 def test_the_host_and_its_parts_load_no_ray() -> None:
