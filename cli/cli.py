@@ -116,7 +116,7 @@ def cli() -> None:
     type=click.IntRange(min=1),
     envvar="TWINFLEET_GATEWAYS",
     metavar="N",
-    help="MQTT gateway processes sharing the device topics (default: one per two cores).",
+    help="MQTT gateway processes sharing the device topics (default: one per core, at most 4).",
 )
 @click.option(
     "--mqtt-port",

@@ -18,7 +18,7 @@ class EdgeOptions:
     mqtt_ca: str | None = None
     mqtt_cert: str | None = None
     mqtt_key: str | None = None
-    gateways: int | None = None  # MQTT gateways; None: one per two cores
+    gateways: int | None = None  # MQTT gateways; None: one per core, at most 4
     coap_port: int = 5683
     port: int = 8000  # the HTTP API
     rate_limit: str | None = "3000/minute"  # API requests per token; None: unlimited

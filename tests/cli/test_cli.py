@@ -364,7 +364,7 @@ def test_up_with_an_external_broker_takes_devices_over_mqtt_and_coap(tmp_path: P
     )  # fmt: skip
 
     assert done.returncode == 0, done.stderr
-    assert "MQTT mqtt://127.0.0.1:1883 (1 gateway)" in done.stdout
+    assert "MQTT mqtt://127.0.0.1:1883 (2 gateways)" in done.stdout
     summary = _summary(done.stdout)
     assert summary["twins"] == 100
     assert summary["mqtt_in"] > 0
