@@ -36,6 +36,7 @@ non-confirmable) to ``coap://host:port/devices/{id}/telemetry``, POST reported s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import math
@@ -80,6 +81,8 @@ JSON_CONTENT_FORMAT = 50
 DEFAULT_CONNECTIONS = 100
 SUBSCRIBE_CHUNK = 100  # topics per SUBSCRIBE packet
 MAX_PAUSE_S = 1.0  # a connection loop looks at its schedule at least this often
+CONNECT_SPREAD_S = 0.05  # between two connections' first connects: no thundering herd
+MAX_CONNECT_SPREAD_S = 5.0
 FIRST_BACKOFF_S, MAX_BACKOFF_S = 0.5, 30.0
 
 
@@ -503,6 +506,12 @@ class _MqttConnection(_Worker):
             self.stats.online += len(self.ids) if online else -len(self.ids)
 
     async def run(self, stopping: asyncio.Event) -> None:
+        # Connections start one after the other: a hundred subscribing and announcing at
+        # once stalled this process's loop for tens of seconds (readings 27 s late, timeouts).
+        count = len(self.fleet._workers)
+        spread = min(MAX_CONNECT_SPREAD_S, CONNECT_SPREAD_S * count)
+        with contextlib.suppress(TimeoutError, asyncio.TimeoutError):
+            await asyncio.wait_for(stopping.wait(), spread * self.number / max(count, 1))
         backoff = FIRST_BACKOFF_S
         while not stopping.is_set():
             try:
@@ -525,6 +534,8 @@ class _MqttConnection(_Worker):
             for chunk in _chunks(topics, SUBSCRIBE_CHUNK):
                 await client.subscribe(list(chunk))
             await self._announce(client)
+            # Readings start once the device is connected: none pile up while it is not.
+            self.schedule.start(time.monotonic())
             # listen only after the greeting: a retained desired then reports after it
             listener = asyncio.create_task(self._listen(client))
             reporter = asyncio.create_task(self._report(client, stopping))

@@ -6,7 +6,7 @@ of the running fleet), so none of them waits for another's interpreter. ``start`
 idempotent and is called again by the supervisor after a restart (``stats()["started"]`` is
 false in a fresh process); what it returns (a port, a URL) is what the supervisor remembers.
 
-- :class:`BrokerProcess`: the embedded MQTT broker (rumqttd through iotcore, in a child process
+- :class:`BrokerProcess`: the embedded MQTT broker (Mosquitto or rumqttd, in a child process
   of this actor) when the user gives no ``--mqtt``.
 - :class:`CoapProcess`: the CoAP endpoint.
 - :class:`SimulatorProcess`: simulated devices (one fleet of one protocol per process).
@@ -56,26 +56,28 @@ class _Edge:
 class BrokerProcess(_Edge):
     """The embedded MQTT broker, in a process of its own."""
 
-    def __init__(self, host: str) -> None:
+    def __init__(self, host: str, kind: str = "auto") -> None:
         super().__init__()
         self._host = host
+        self._kind = kind
         self._broker: EmbeddedBroker | None = None
 
     async def start(self, port: int, *, free_port_if_taken: bool = False) -> dict[str, Any]:
         """Listen on ``port`` (or, if taken and allowed, on a free one); returns ``url``."""
         async with self._lock:
             if self._broker is None:
-                broker = EmbeddedBroker(host=self._host, port=port)
+                broker = EmbeddedBroker(host=self._host, port=port, kind=self._kind)
                 try:
                     await broker.start()
                 except OSError as err:
                     if not (free_port_if_taken and err.errno == errno.EADDRINUSE):
                         raise
-                    broker = EmbeddedBroker(host=self._host, port=0)
+                    broker = EmbeddedBroker(host=self._host, port=0, kind=self._kind)
                     await broker.start()
                 self._broker = broker
                 self._started_at = time.time()
             return {
+                "kind": self._broker.kind,
                 "url": self._broker.url,
                 "port": self._broker.port,
                 "taken": port not in (0, self._broker.port),

@@ -119,6 +119,14 @@ def cli() -> None:
     help="MQTT gateway processes sharing the device topics (default: one per core, at most 4).",
 )
 @click.option(
+    "--broker",
+    type=click.Choice(["auto", "mosquitto", "rumqttd"]),
+    default="auto",
+    show_default=True,
+    envvar="TWINFLEET_BROKER",
+    help="The embedded MQTT broker (without --mqtt): Mosquitto when installed, else rumqttd.",
+)
+@click.option(
     "--mqtt-port",
     type=click.IntRange(0, 65535),
     default=1883,
@@ -185,6 +193,7 @@ def up(  # noqa: PLR0917 - click passes options positionally
     host: str,
     mqtt: str | None,
     gateways: int | None,
+    broker: str,
     mqtt_port: int,
     mqtt_ca: str | None,
     mqtt_cert: str | None,
@@ -208,6 +217,7 @@ def up(  # noqa: PLR0917 - click passes options positionally
             host=host,
             mqtt=mqtt,
             gateways=gateways,
+            broker=broker,
             mqtt_port=mqtt_port,
             mqtt_ca=mqtt_ca,
             mqtt_cert=mqtt_cert,

@@ -68,6 +68,7 @@ class Edges:
         self.api_url = ""
         self.notices: list[str] = []  # expected conditions worth a line (a taken port, say)
         self.gateways = 0
+        self.broker_kind = "external"
         self._api: _ApiServer | None = None
 
     def start(self) -> None:
@@ -86,7 +87,9 @@ class Edges:
         else:
             facts = supervisor.add(
                 "broker",
-                lambda: spawn_edge(BrokerProcess, options.host, name="twinfleet-broker"),
+                lambda: spawn_edge(
+                    BrokerProcess, options.host, options.broker, name="twinfleet-broker"
+                ),
                 _broker_starter(options.mqtt_port),
             )
             if facts.get("taken"):
@@ -96,6 +99,7 @@ class Edges:
                 )
             settings = MqttSettings.from_url(facts["url"])
             gateways = options.gateways or default_gateways()
+            self.broker_kind = str(facts.get("kind", ""))
         self.mqtt_url = settings.url
         for index in range(gateways):
             # A fixed id and a persistent session: a gateway restarted after its process died

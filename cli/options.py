@@ -15,6 +15,7 @@ class EdgeOptions:
     host: str = "127.0.0.1"
     mqtt: str | None = None  # None: an embedded broker
     mqtt_port: int = 1883  # the embedded broker's port (a free one if taken)
+    broker: str = "auto"  # the embedded broker: auto (Mosquitto if installed), mosquitto, rumqttd
     mqtt_ca: str | None = None
     mqtt_cert: str | None = None
     mqtt_key: str | None = None

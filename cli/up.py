@@ -90,7 +90,7 @@ def run_up(options: UpOptions, *, console: Console | None = None) -> dict[str, A
             "dashboard": f"{edges.api_url}/",
             "API docs": f"{edges.api_url}/docs",
             "admin token": str(token_file),
-            "MQTT": f"{edges.mqtt_url} ({edges.gateways} gateway"
+            "MQTT": f"{edges.mqtt_url} ({edges.broker_kind}, {edges.gateways} gateway"
             f"{'s' if edges.gateways != 1 else ''})",
             "CoAP": edges.coap_url,
             "log": str(log_path),

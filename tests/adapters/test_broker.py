@@ -1,11 +1,12 @@
-"""The embedded broker (rumqttd through iotcore), alone and with the MQTT gateway: the contract
-devices and gateways rely on (no services needed)."""
+"""The embedded brokers (Mosquitto when installed, rumqttd through iotcore), alone and with the
+MQTT gateway: the contract devices and gateways rely on, on each."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import errno
+import shutil
 import uuid
 from collections.abc import AsyncIterator
 
@@ -19,11 +20,26 @@ from twinfleet.adapters.mqtt import MqttGateway
 from twinfleet.runtime.edge import InProcessPlatform
 from twinfleet.twins import MAX_PAYLOAD_BYTES
 
+KINDS = [
+    "rumqttd",
+    pytest.param(
+        "mosquitto",
+        marks=pytest.mark.skipif(not shutil.which("mosquitto"), reason="needs mosquitto"),
+    ),
+]
 
-@pytest.fixture
-async def broker() -> AsyncIterator[EmbeddedBroker]:
-    async with EmbeddedBroker() as broker:
+
+@pytest.fixture(params=KINDS)
+async def broker(request: pytest.FixtureRequest) -> AsyncIterator[EmbeddedBroker]:
+    async with EmbeddedBroker(kind=request.param) as broker:
         yield broker
+
+
+def test_auto_is_mosquitto_when_installed() -> None:
+    expected = "mosquitto" if shutil.which("mosquitto") else "rumqttd"
+    assert EmbeddedBroker().kind == expected
+    with pytest.raises(ValueError, match="one of auto, mosquitto, rumqttd"):
+        EmbeddedBroker(kind="amqtt")
 
 
 def test_settings_before_start() -> None:

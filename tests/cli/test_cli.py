@@ -143,7 +143,7 @@ def test_up_runs_a_simulated_fleet_and_prints_a_json_summary(tmp_path: Path) -> 
     data_dir = tmp_path / "data"
     done = _run(
         "up", "--simulate", "300", "--duration", "6", "--json", "--data-dir", str(data_dir),
-        cwd=tmp_path,
+        "--broker", "rumqttd", cwd=tmp_path,
     )  # fmt: skip
 
     assert done.returncode == 0, done.stderr
@@ -364,7 +364,7 @@ def test_up_with_an_external_broker_takes_devices_over_mqtt_and_coap(tmp_path: P
     )  # fmt: skip
 
     assert done.returncode == 0, done.stderr
-    assert "MQTT mqtt://127.0.0.1:1883 (2 gateways)" in done.stdout
+    assert "MQTT mqtt://127.0.0.1:1883 (external, 2 gateways)" in done.stdout
     summary = _summary(done.stdout)
     assert summary["twins"] == 100
     assert summary["mqtt_in"] > 0
