@@ -53,6 +53,7 @@ import aiomqtt
 import numpy as np
 import orjson
 
+from twinfleet.adapters.coap import widen_receive_buffers
 from twinfleet.adapters.defaults import DEFAULT_COAP_URL, DEFAULT_MQTT_URL
 from twinfleet.adapters.simulator import Anomaly, SignalSimulator
 from twinfleet.runtime.messages import DeviceMessage
@@ -705,13 +706,25 @@ class _CoapWorker(_Worker):
         now = time.monotonic()
         self.polls.start(now)
         await asyncio.gather(*(self._reported(d, self.greeting(i)) for i, d in enumerate(self.ids)))
-        while not stopping.is_set():
-            work = [self._telemetry(m) for m in self.due_readings()]
-            work += [self._poll(i) for i in self.polls.take(time.monotonic())]
-            if work:
-                await asyncio.gather(*work)
-            now = time.monotonic()
-            await self.pause(stopping, self.schedule.delay(now), self.polls.delay(now))
+        # Each request on its own: one whose answer is slow or lost (UDP) must not hold back
+        # the other devices' readings (it did: 8 s gaps, devices seen offline).
+        pending: set[asyncio.Task[None]] = set()
+        limit = 4 * len(self.ids) + 16
+        try:
+            while not stopping.is_set():
+                work = [self._telemetry(m) for m in self.due_readings()]
+                work += [self._poll(i) for i in self.polls.take(time.monotonic())]
+                for request in work:
+                    while len(pending) >= limit:
+                        await asyncio.wait(set(pending), return_when=asyncio.FIRST_COMPLETED)
+                    task = asyncio.create_task(request)
+                    pending.add(task)
+                    task.add_done_callback(pending.discard)
+                now = time.monotonic()
+                await self.pause(stopping, self.schedule.delay(now), self.polls.delay(now))
+        finally:
+            if pending:
+                await asyncio.gather(*pending, return_exceptions=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -820,6 +833,7 @@ class SimulatedDevices:
         try:
             if self.options.protocol == "coap":
                 self._coap_context = await aiocoap.Context.create_client_context()
+                widen_receive_buffers(self._coap_context)
             self._build()
             now = time.monotonic()
             for worker in self._workers:
