@@ -79,6 +79,7 @@ def figures(devices: int, summary: dict[str, Any]) -> dict[str, Any]:
         "false_offline_transitions": summary["offline_transitions"],
         "online_at_end": f"{summary['online']}/{summary['twins']}",
         "sent": sent,
+        "unanswered_coap_readings": final.get("devices_unanswered", {}).get("coap", 0),
         "applied": took,
         "applied_vs_sent": {p: round(took.get(p, 0) / n, 4) for p, n in sent.items() if n},
         "drained": final["drained"],

@@ -246,7 +246,9 @@ def _watch(  # noqa: PLR0917 - the one caller passes each in order
 def _final(runtime: Runtime, edges: Edges) -> dict[str, Any]:
     """After the simulated devices stopped and the edges drained: what the devices had
     acknowledged against what the hosts took, per protocol (an MQTT device's messages are its
-    readings, reported patches and ``online`` announcements)."""
+    readings, reported patches and ``online`` announcements). CoAP readings are
+    non-confirmable: those whose answer had not come back when the devices stopped count as
+    unanswered, though the hosts may have taken them."""
     devices = edges.stop_devices()
     drained = edges.drain()
     stats = runtime.stats()
@@ -261,9 +263,11 @@ def _final(runtime: Runtime, edges: Edges) -> dict[str, Any]:
         + int(d.get("announced", 0))
         for d in devices.values()
     }
+    unanswered = {str(d.get("protocol")): int(d.get("failed", 0)) for d in devices.values()}
     return {
         "drained": drained,
         "devices_sent": sent,
+        "devices_unanswered": unanswered,
         "hosts_took": taken,
         "lag_p99_s_since_start": _lag_since_start(hosts),
         "publish_lag_p99_s_since_start": _lag_since_start(hosts, "published"),
