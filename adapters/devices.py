@@ -82,7 +82,8 @@ JSON_CONTENT_FORMAT = 50
 DEFAULT_CONNECTIONS = 100
 SUBSCRIBE_CHUNK = 100  # topics per SUBSCRIBE packet
 MAX_PAUSE_S = 1.0  # a connection loop looks at its schedule at least this often
-CONNECT_SPREAD_S = 0.05  # between two connections' first connects: no thundering herd
+# First connects spread over this many seconds per 1,000 devices (at most 5 s): no herd.
+CONNECT_SPREAD_PER_1000_S = 0.5
 MAX_CONNECT_SPREAD_S = 5.0
 FIRST_BACKOFF_S, MAX_BACKOFF_S = 0.5, 30.0
 
@@ -510,7 +511,8 @@ class _MqttConnection(_Worker):
         # Connections start one after the other: a hundred subscribing and announcing at
         # once stalled this process's loop for tens of seconds (readings 27 s late, timeouts).
         count = len(self.fleet._workers)
-        spread = min(MAX_CONNECT_SPREAD_S, CONNECT_SPREAD_S * count)
+        devices = self.options.devices
+        spread = min(MAX_CONNECT_SPREAD_S, CONNECT_SPREAD_PER_1000_S * devices / 1000)
         with contextlib.suppress(TimeoutError, asyncio.TimeoutError):
             await asyncio.wait_for(stopping.wait(), spread * self.number / max(count, 1))
         backoff = FIRST_BACKOFF_S
