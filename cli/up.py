@@ -28,7 +28,7 @@ from rich.text import Text
 
 from twinfleet.api.auth import TokenStore
 from twinfleet.runtime import HostSettings, Runtime, RuntimeSettings
-from twinfleet.runtime.flow import FlowMeter, quantile
+from twinfleet.runtime.flow import FlowMeter, lag_buckets, quantile
 from twinfleet.runtime.stores import open_store
 from twinfleet.runtime.telemetry import open_telemetry
 
@@ -275,16 +275,9 @@ def _final(runtime: Runtime, edges: Edges) -> dict[str, Any]:
 
 
 def _lag_since_start(hosts: list[dict[str, Any]], since: str = "received") -> dict[str, float]:
-    """Lag p99 per protocol over every sample since the hosts started: from when the edge
-    received each message (``since="received"``) or the device measured it (``"published"``)."""
-    buckets: dict[str, list[int]] = {}
-    for host in hosts:
-        for histogram in host.get("lag", ()):
-            if histogram["kind"] != since:
-                continue
-            counts = buckets.setdefault(histogram["protocol"], [0] * len(histogram["buckets"]))
-            for i, n in enumerate(histogram["buckets"]):
-                counts[i] += n
+    """Lag p99 per protocol over every sample since the hosts started (``since``: "received"
+    from the edge, "published" from the device's own timestamp)."""
+    buckets = lag_buckets(hosts, since)
     return {p: round(quantile(c, 0.99), 3) for p, c in sorted(buckets.items())}
 
 

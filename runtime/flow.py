@@ -13,7 +13,7 @@ from typing import Any
 
 from .host.delays import LAG_BUCKETS
 
-__all__ = ["FlowMeter", "quantile"]
+__all__ = ["FlowMeter", "lag_buckets", "quantile"]
 
 
 def quantile(buckets: Sequence[float], q: float, bounds: Sequence[float] = LAG_BUCKETS) -> float:
@@ -35,20 +35,30 @@ def quantile(buckets: Sequence[float], q: float, bounds: Sequence[float] = LAG_B
     return float(bounds[-1])
 
 
-def _totals(hosts: Iterable[Mapping[str, Any]]) -> tuple[dict[str, int], dict[str, list[int]]]:
-    """Messages per protocol, and received-lag bucket counts per protocol, over all hosts."""
-    messages: dict[str, int] = {}
+def lag_buckets(
+    hosts: Iterable[Mapping[str, Any]], since: str = "received"
+) -> dict[str, list[int]]:
+    """Cumulative lag bucket counts per protocol over all hosts, counted from when the edge
+    received each message (``since="received"``) or the device measured it (``"published"``)."""
     lag: dict[str, list[int]] = {}
     for host in hosts:
-        for protocol, n in host.get("messages_by_protocol", {}).items():
-            messages[protocol] = messages.get(protocol, 0) + int(n)
         for histogram in host.get("lag", ()):
-            if histogram.get("kind") != "received":
+            if histogram.get("kind") != since:
                 continue
             counts = lag.setdefault(histogram["protocol"], [0] * len(histogram["buckets"]))
             for i, n in enumerate(histogram["buckets"]):
                 counts[i] += int(n)
-    return messages, lag
+    return lag
+
+
+def _totals(hosts: Iterable[Mapping[str, Any]]) -> tuple[dict[str, int], dict[str, list[int]]]:
+    """Messages per protocol, and received-lag bucket counts per protocol, over all hosts."""
+    hosts = list(hosts)
+    messages: dict[str, int] = {}
+    for host in hosts:
+        for protocol, n in host.get("messages_by_protocol", {}).items():
+            messages[protocol] = messages.get(protocol, 0) + int(n)
+    return messages, lag_buckets(hosts)
 
 
 class FlowMeter:
